@@ -8,13 +8,17 @@ from . import cli
 
 
 @cli.command("models")
-@click.argument("pattern", default="*")
+@click.argument("pattern", default="all")
 @click.option("--json", "as_json", is_flag=True, help="Print the same data as JSON.")
 def models_cmd(pattern: str, as_json: bool) -> None:
-    """List variants: channels, groups, parameters and conv MACs at 1x3x32x32."""
-    from ..registry import get_spec, list_models
+    """List variants: channels, groups, parameters and conv MACs at 1x3x32x32.
+
+    PATTERN is 'all', a name, a shell pattern ('pruned*') or a comma list of them; an unknown
+    name is an error that suggests close names.
+    """
+    from ..registry import get_spec, resolve_variants
     from ..ui import print_table
-    rows = [get_spec(name).summary() for name in list_models(pattern)]
+    rows = [get_spec(name).summary() for name in resolve_variants(pattern)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

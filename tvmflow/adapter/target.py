@@ -1,0 +1,28 @@
+"""Target construction and host detection (TVM 0.27: targets are JSON dicts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import TvmflowError
+
+
+def system_cpu() -> str:
+    from tvm.target import codegen
+    return str(codegen.llvm_get_system_cpu())
+
+
+def is_valid_cpu(mcpu: str, mtriple: str | None = None) -> bool:
+    from tvm.target import codegen
+    return bool(codegen.llvm_is_valid_cpu(mcpu, mtriple or "x86_64-linux-gnu"))
+
+
+def make_target(target: dict[str, Any], host: dict[str, Any] | None = None):
+    """A ``tvm.target.Target`` from dicts; TVM's own complaint becomes a TvmflowError."""
+    import tvm
+    try:
+        if host is not None:
+            return tvm.target.Target(dict(target), host=dict(host))
+        return tvm.target.Target(dict(target))
+    except Exception as exc:  # TVM raises its own error types (tvm.error.TVMError, ValueError)
+        raise TvmflowError(f"TVM rejects target {target}: {str(exc).strip().splitlines()[-1]}") from None

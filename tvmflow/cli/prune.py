@@ -1,0 +1,32 @@
+"""`tvmflow prune`: network slimming of a checkpoint into a new variant."""
+
+import click
+
+from . import cli
+
+
+@cli.command("prune")
+@click.argument("checkpoint")
+@click.option("--ratio", type=float, required=True, help="Fraction of BN channels to prune, in (0, 1).")
+@click.option("--align", type=int, default=None, help="Round kept channels to multiples of N.")
+@click.option("--name", default=None, help="Name of the new variant [default: <base>-slim<R>[-a<N>]].")
+@click.option("--base", default="original", show_default=True,
+              help="Variant the checkpoint belongs to (its cfg if the checkpoint has none).")
+@click.option("-o", "--out-dir", type=click.Path(file_okay=False), default=None,
+              help="Directory for <name>.toml and <name>.pth [default: the repo's models/].")
+@click.option("--force", is_flag=True, help="Replace existing output files.")
+def prune_cmd(checkpoint, ratio, align, name, base, out_dir, force) -> None:
+    """Prune CHECKPOINT by network slimming and register the result as a variant."""
+    from ..prune import prune
+    from ..registry import model_dirs
+    from ..ui import console, print_table
+    r = prune(checkpoint, ratio, align=align, name=name, base=base, out_dir=out_dir, force=force)
+    rows = [[row["layer"], f"{row['before']} -> {row['after']}"] for row in r.rows()]
+    rows += [["params", f"{r.params_before:,} -> {r.params_after:,}"],
+             ["conv MACs", f"{r.macs_before:,} -> {r.macs_after:,}"],
+             ["|gamma| threshold", f"{r.threshold:.6g}"]]
+    print_table(f"{r.name} (ratio {r.ratio:g}, align {r.align})", ["layer", "channels"], rows)
+    console.print(f"checkpoint: {r.checkpoint_path}\nvariant:    {r.variant_path}", highlight=False)
+    if r.variant_path.parent.resolve() not in [d.resolve() for d in model_dirs()]:
+        console.print(f"use it with TVMFLOW_MODEL_PATH={r.variant_path.parent.resolve()}",
+                      highlight=False)

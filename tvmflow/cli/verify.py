@@ -1,0 +1,29 @@
+"""`tvmflow verify`: import through torch.export and ONNX, compile for the host, compare."""
+
+import json
+
+import click
+
+from . import cli
+
+
+@cli.command("verify")
+@click.option("--variant", "-v", default="all", show_default=True, help="Variant name, comma list or 'all'.")
+@click.option("--frontend", type=click.Choice(["torch", "onnx", "both"]), default="both", show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the weights, BN statistics and input.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify_cmd(variant: str, frontend: str, seed: int, as_json: bool) -> None:
+    """Check that TVM computes what PyTorch computes (max abs error <= 1e-4)."""
+    from ..errors import TvmflowError
+    from ..ui import console
+    from ..verify import verify
+    fes = ("torch", "onnx") if frontend == "both" else (frontend,)
+    show = None if as_json else (lambda r: console.print(
+        f"{r.variant:14s} {r.frontend:6s} max abs error {r.max_abs_error:.3e}  "
+        + ("[green]ok[/green]" if r.passed else "[red]FAIL[/red]")))
+    result = verify(variant, fes, seed=seed, on_row=show)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    if not result.passed:
+        bad = ", ".join(f"{r.variant}/{r.frontend}" for r in result.rows if not r.passed)
+        raise TvmflowError(f"TVM output differs from PyTorch by more than {result.tolerance:g}: {bad}")

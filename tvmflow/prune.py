@@ -1,0 +1,300 @@
+"""Network slimming of the original NIN, exactly as micronet does it.
+
+Channel selection (see /work/shared/reference/micronet.md, "Pruning"):
+
+* collect |gamma| of the first eight BatchNorm layers (:data:`tvmflow.nin.BN_KEYS`), sort them,
+  take ``threshold = sorted[int(total * ratio)]`` and keep the channels with
+  ``|gamma| > threshold`` (strictly);
+* a layer left empty keeps its largest-|gamma| channel;
+* regular pruning to ``align = N``: a layer keeping ``remain`` channels with ``remain % N != 0``
+  and ``remain > N`` keeps instead the nearest multiple of N (ties round up, capped at the
+  layer width), taking its top-k channels by |gamma|;
+* the head conv keeps its 10 outputs and loses the pruned inputs.
+
+Then conv weights are copied as ``w[out_idx][:, in_idx]``, conv biases and the four BN
+tensors by ``out_idx``, and the result is saved as micronet's ``{'cfg', 'state_dict'}``
+together with a variant file naming it, so that the pruned model is a registered variant.
+
+    >>> result = prune("nin.pth", ratio=0.5, align=8, name="mine", out_dir="/tmp/models")
+    >>> result.channels, result.params_after
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import TvmflowError
+from .registry import LAYER_NAMES, MODELS_DIR, NUM_CONVS, VariantSpec, get_spec, list_models
+
+if TYPE_CHECKING:  # torch is imported lazily: `tvmflow --help` must stay fast
+    import torch
+
+
+@dataclass
+class PruneResult:
+    """What :func:`prune` did."""
+
+    name: str
+    base: str
+    ratio: float
+    align: int
+    threshold: float
+    channels_before: list[int]
+    channels: list[int]
+    keep: list[list[int]]  # kept channel indices per conv, ascending
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    source: Path
+    checkpoint_path: Path
+    variant_path: Path
+    spec: VariantSpec | None = field(default=None, repr=False)
+
+    @property
+    def cfg(self) -> list[int]:
+        """micronet's name for the channel list."""
+        return self.channels
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(layer=LAYER_NAMES[i], before=self.channels_before[i], after=self.channels[i])
+                for i in range(len(self.channels))]
+
+
+# ---- pure helpers ---------------------------------------------------------------------------
+
+def align_channels(remain: int, width: int, n: int) -> int:
+    """micronet's regular pruning: round ``remain`` to the nearest multiple of ``n``.
+
+    Only when ``remain % n != 0`` and ``remain > n``; ties round up; never above ``width``.
+    """
+    if n < 1:
+        raise TvmflowError(f"align must be at least 1, got {n}")
+    if remain % n == 0 or remain <= n:
+        return remain
+    lower = remain // n * n
+    upper = lower + n
+    target = lower if remain - lower < upper - remain else upper
+    return min(target, width)
+
+
+def _check_ratio_align(ratio: float, align: int | None) -> int:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
+        raise TvmflowError(f"ratio must be strictly between 0 and 1, got {ratio}")
+    if align is None:
+        return 1
+    if isinstance(align, bool) or not isinstance(align, int) or align < 1:
+        raise TvmflowError(f"align must be an integer of at least 1, got {align}")
+    return align
+
+
+def slimming_threshold(gammas: list["torch.Tensor"], ratio: float) -> float:
+    """The global |gamma| threshold of network slimming: ``sorted[int(total * ratio)]``."""
+    import torch
+    _check_ratio_align(ratio, None)
+    flat = torch.cat([g.detach().reshape(-1).abs().float() for g in gammas])
+    if flat.numel() == 0:
+        raise TvmflowError("no BN weights to rank")
+    ordered, _ = torch.sort(flat)
+    index = min(int(flat.numel() * ratio), flat.numel() - 1)
+    return float(ordered[index])
+
+
+def _select(gammas: list["torch.Tensor"], ratio: float, align: int | None):
+    import torch
+    n = _check_ratio_align(ratio, align)
+    threshold = slimming_threshold(gammas, ratio)
+    keep = []
+    for g in gammas:
+        mag = g.detach().reshape(-1).abs().float()
+        mask = mag > threshold
+        remain = int(mask.sum())
+        if remain == 0:  # micronet: "please turn down the prune_ratio", keep the largest
+            remain = 1
+            mask[int(torch.argmax(mag))] = True
+        target = align_channels(remain, mag.numel(), n)
+        if target != remain:
+            order = torch.sort(mag, descending=True, stable=True).indices
+            idx = order[:target]
+        else:
+            idx = torch.nonzero(mask).reshape(-1)
+        keep.append(torch.sort(idx).values.to(torch.long))
+    return keep, threshold
+
+
+def select_channels(gammas: list["torch.Tensor"], ratio: float,
+                    align: int | None = None) -> list["torch.Tensor"]:
+    """Indices (ascending LongTensors) of the channels each BN layer keeps."""
+    return _select(gammas, ratio, align)[0]
+
+
+def _strip(state_dict: dict) -> dict:
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+
+
+def _require_ungrouped(spec: VariantSpec) -> None:
+    if any(g != 1 for g in spec.groups) or any(spec.shuffle):
+        raise TvmflowError(
+            f"pruning needs an ungrouped variant, but {spec.name!r} has groups "
+            f"{list(spec.groups)} and shuffle {list(spec.shuffle)}",
+            hint="prune a checkpoint of 'original' or another variant with groups all 1")
+
+
+def apply_selection(state_dict: dict, keep: list["torch.Tensor"], spec: VariantSpec) -> dict:
+    """Copy the kept channels of an ungrouped NIN state_dict into a new, smaller one.
+
+    ``spec`` describes ``state_dict`` (before pruning).  Conv weights are copied as
+    ``w[out_idx][:, in_idx]``, conv biases and BN weight/bias/running stats by ``out_idx``;
+    the head conv keeps its outputs and loses the pruned inputs.
+    """
+    import torch
+    from .nin import BN_KEYS, CONV_KEYS, HEAD_BN_KEY
+
+    _require_ungrouped(spec)
+    sd = _strip(state_dict)
+    if len(keep) != NUM_CONVS:
+        raise TvmflowError(f"need kept channels for {NUM_CONVS} layers, got {len(keep)}")
+
+    def get(key: str) -> "torch.Tensor":
+        if key not in sd:
+            raise TvmflowError(f"state_dict lacks {key}")
+        return sd[key]
+
+    out: dict[str, torch.Tensor] = {}
+    prev = None
+    for i in range(NUM_CONVS):
+        idx = torch.as_tensor(keep[i], dtype=torch.long)
+        width = spec.channels[i]
+        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= width:
+            raise TvmflowError(f"{LAYER_NAMES[i]}: kept indices must be non-empty and within "
+                               f"0..{width - 1}")
+        conv, bn = CONV_KEYS[i], BN_KEYS[i]
+        weight = get(f"{conv}.weight").index_select(0, idx)
+        if prev is not None:
+            weight = weight.index_select(1, prev)
+        out[f"{conv}.weight"] = weight.clone()
+        if f"{conv}.bias" in sd:
+            out[f"{conv}.bias"] = sd[f"{conv}.bias"].index_select(0, idx).clone()
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            out[f"{bn}.{name}"] = get(f"{bn}.{name}").index_select(0, idx).clone()
+        if f"{bn}.num_batches_tracked" in sd:
+            out[f"{bn}.num_batches_tracked"] = sd[f"{bn}.num_batches_tracked"].clone()
+        prev = idx
+    head = CONV_KEYS[-1]
+    out[f"{head}.weight"] = get(f"{head}.weight").index_select(1, prev).clone()
+    if f"{head}.bias" in sd:
+        out[f"{head}.bias"] = sd[f"{head}.bias"].clone()
+    for key, value in sd.items():
+        if key.startswith(HEAD_BN_KEY + "."):
+            out[key] = value.clone()
+    return out
+
+
+# ---- the command ----------------------------------------------------------------------------
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def _variant_text(name: str, description: str, base: str, channels: list[int],
+                  checkpoint: str, prune_table: dict[str, Any]) -> str:
+    lines = ["# Written by `tvmflow prune` (network slimming).",
+             f"name = {_toml_value(name)}",
+             f"description = {_toml_value(description)}",
+             f"base = {_toml_value(base)}",
+             f"channels = {_toml_value(channels)}",
+             f"checkpoint = {_toml_value(checkpoint)}",
+             "",
+             "[prune]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in prune_table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def default_name(base: str, ratio: float, align: int) -> str:
+    return f"{base}-slim{ratio:g}" + (f"-a{align}" if align > 1 else "")
+
+
+def prune(checkpoint: str | Path, ratio: float, align: int | None = None, name: str | None = None,
+          base: str = "original", out_dir: str | Path | None = None,
+          force: bool = False) -> PruneResult:
+    """Prune a checkpoint of an ungrouped NIN; write the pruned checkpoint and its variant file.
+
+    ``checkpoint`` is micronet's ``{'cfg', 'state_dict'}`` or a plain state_dict (then the
+    channels come from ``base``).  Files go to ``out_dir`` (default: the repo's ``models/``):
+    ``<name>.pth`` and ``<name>.toml``; existing files are only replaced with ``force``.
+    """
+    import torch
+    from .nin import BN_KEYS, NIN, load_checkpoint_file, load_state
+
+    n = _check_ratio_align(ratio, align)
+    base_spec = get_spec(base)  # unknown names fail here, with suggestions
+    _require_ungrouped(base_spec)
+    name = name or default_name(base, ratio, n)
+    out_dir = Path(out_dir) if out_dir is not None else MODELS_DIR
+    ckpt_path = out_dir / f"{name}.pth"
+    toml_path = out_dir / f"{name}.toml"
+    try:
+        base_spec.replace(name=name)  # validates the name
+    except TvmflowError as exc:
+        raise TvmflowError(f"bad --name {name!r}: {exc.message.split(': ', 1)[-1]}") from None
+    if not force:
+        for path in (toml_path, ckpt_path):
+            if path.exists():
+                raise TvmflowError(f"{path} already exists", hint="pass --force to replace it "
+                                   "or choose another --name / -o")
+        if name in list_models():
+            existing = get_spec(name).source
+            raise TvmflowError(f"variant {name!r} already exists ({existing})",
+                               hint="pass --force to shadow it or choose another --name")
+
+    source = Path(checkpoint)
+    loaded = load_checkpoint_file(source)
+    where = f"checkpoint {source}"
+    if loaded["cfg"] is not None:
+        try:
+            cfg = [int(c) for c in loaded["cfg"]]
+            spec = base_spec.replace(channels=cfg)
+        except (TypeError, ValueError, TvmflowError) as exc:
+            reason = exc.message if isinstance(exc, TvmflowError) else str(exc)
+            raise TvmflowError(f"{where}: its cfg {loaded['cfg']!r} does not fit variant "
+                               f"{base!r}: {reason}") from None
+    else:
+        spec = base_spec
+    state = _strip(loaded["state_dict"])
+    load_state(NIN(spec), state, where)  # clear error when the shapes don't match the cfg
+
+    gammas = [state[f"{key}.weight"] for key in BN_KEYS]
+    keep, threshold = _select(gammas, ratio, n)
+    new_state = apply_selection(state, keep, spec)
+    channels = [int(k.numel()) for k in keep]
+    description = f"{base}, network slimming {ratio:g}" + (
+        f", channels aligned to {n}" if n > 1 else "") + f" (from {source.name})"
+    prune_table = dict(ratio=float(ratio), align=n, source=str(source.resolve()),
+                       threshold=threshold)
+    new_spec = base_spec.replace(name=name, channels=channels, description=description,
+                                 base=base, checkpoint=str(ckpt_path.resolve()), prune=prune_table,
+                                 source=str(toml_path))
+    load_state(NIN(new_spec), new_state, f"pruned {name}")  # self-check of the copy
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"cfg": channels, "state_dict": new_state}, ckpt_path)
+    toml_path.write_text(_variant_text(name, description, base, channels, ckpt_path.name,
+                                       prune_table))
+    return PruneResult(
+        name=name, base=base, ratio=float(ratio), align=n, threshold=threshold,
+        channels_before=list(spec.channels), channels=channels,
+        keep=[k.tolist() for k in keep],
+        params_before=spec.params, params_after=new_spec.params,
+        macs_before=spec.macs, macs_after=new_spec.macs,
+        source=source, checkpoint_path=ckpt_path, variant_path=toml_path, spec=new_spec)

@@ -1,0 +1,188 @@
+"""Target presets: one TOML file per board in ``targets/`` (or ``TVMFLOW_TARGET_PATH``).
+
+A preset names the TVM target (a JSON dict in TVM 0.27), the host target, the cross compiler
+(and the apt package that provides it), the default RPC key and the device kind.  ``"auto"``
+values in the host preset are detected when it is loaded, and what was detected is kept in
+``TargetPreset.detected``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import TvmflowError
+
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+REQUIRED = ("name", "description", "device", "rpc_key", "target")
+OPTIONAL = ("host", "cross_compiler", "cross_package", "arch_env", "emulated")
+DEVICES = ("cpu", "cuda")
+AVX512 = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+PORTABLE_AVX512_MCPU = "x86-64-v4"
+
+
+@dataclass(frozen=True)
+class TargetPreset:
+    name: str
+    description: str
+    device: str  # "cpu" or "cuda"
+    rpc_key: str
+    target: dict[str, Any]
+    host: dict[str, Any] | None = None
+    cross_compiler: str | None = None
+    cross_package: str | None = None
+    emulated: bool = False
+    detected: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.target.get("kind") == "cuda"
+
+    @property
+    def arch(self) -> str | None:
+        return self.target.get("arch")
+
+    @property
+    def cpu_triple(self) -> str:
+        """The triple code for the CPU side runs under (target itself, or its host)."""
+        cpu = self.host if self.is_cuda else self.target
+        return (cpu or {}).get("mtriple") or "x86_64-linux-gnu"
+
+    @property
+    def is_cross(self) -> bool:
+        return not self.cpu_triple.startswith("x86_64")
+
+    def tvm_target(self):
+        from .adapter.target import make_target
+        return make_target(self.target, self.host)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(name=self.name, description=self.description, device=self.device,
+                    rpc_key=self.rpc_key, target=self.target, host=self.host,
+                    cross_compiler=self.cross_compiler, cross_package=self.cross_package,
+                    emulated=self.emulated, detected=self.detected, source=self.source)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
+
+
+def host_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _detect(target: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    from .adapter.target import system_cpu
+    target = dict(target)
+    detected: dict[str, Any] = {}
+    if target.get("mcpu") == "auto":
+        cpu = system_cpu()
+        flags = _cpu_flags()
+        detected.update(cpu_model=_cpu_model(), llvm_cpu=cpu,
+                        avx512=all(f in flags for f in AVX512))
+        target["mcpu"] = PORTABLE_AVX512_MCPU if detected["avx512"] else cpu
+        detected["mcpu"] = target["mcpu"]
+    if target.get("num-cores") == "auto":
+        target["num-cores"] = host_cores()
+        detected["num-cores"] = target["num-cores"]
+    return target, detected
+
+
+def target_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("TVMFLOW_TARGET_PATH", "").split(os.pathsep) if p]
+    return extra + [TARGETS_DIR]
+
+
+def _scan() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for directory in target_dirs():
+        if directory.is_dir():
+            for path in sorted(directory.glob("*.toml")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def list_targets() -> list[str]:
+    return list(_scan())
+
+
+def load_preset(path: Path) -> TargetPreset:
+    where = f"target preset {path}"
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise TvmflowError(f"malformed {where}: {exc}") from None
+    except OSError as exc:
+        raise TvmflowError(f"cannot read {where}: {exc.strerror}") from None
+    for key in REQUIRED:
+        if key not in data:
+            raise TvmflowError(f"{where}: missing field '{key}'")
+    unknown = set(data) - set(REQUIRED) - set(OPTIONAL)
+    if unknown:
+        raise TvmflowError(f"{where}: unknown field(s) {sorted(unknown)}")
+    if data["device"] not in DEVICES:
+        raise TvmflowError(f"{where}: field 'device' must be one of {DEVICES}, got {data['device']!r}")
+    if not isinstance(data["target"], dict) or "kind" not in data["target"]:
+        raise TvmflowError(f"{where}: field 'target' must be a table with a 'kind'")
+    if data.get("host") is not None and not isinstance(data["host"], dict):
+        raise TvmflowError(f"{where}: field 'host' must be a table")
+    target, detected = _detect(data["target"])
+    host = data.get("host")
+    if host is not None:
+        host, host_detected = _detect(host)
+        detected.update({f"host.{k}": v for k, v in host_detected.items()})
+    arch_env = data.get("arch_env")
+    if arch_env and os.environ.get(arch_env):
+        target["arch"] = os.environ[arch_env]
+        detected["arch"] = f"{target['arch']} (from ${arch_env})"
+    if target["kind"] == "cuda":
+        _check_arch(target.get("arch"), where)
+    return TargetPreset(name=data["name"], description=data["description"], device=data["device"],
+                        rpc_key=data["rpc_key"], target=target, host=host,
+                        cross_compiler=data.get("cross_compiler") or None,
+                        cross_package=data.get("cross_package") or None,
+                        emulated=bool(data.get("emulated", False)),
+                        detected=detected, source=str(path))
+
+
+def _check_arch(arch: Any, where: str) -> None:
+    import re
+    if not isinstance(arch, str) or not re.fullmatch(r"sm_\d{2,3}[a-z]?", arch):
+        raise TvmflowError(f"{where}: invalid CUDA arch {arch!r}; expected the form sm_XY, "
+                           "e.g. sm_87 (Jetson Orin) or sm_90 (H100)")
+
+
+def get_target(name: str) -> TargetPreset:
+    found = _scan()
+    if name not in found:
+        close = difflib.get_close_matches(name, list(found), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise TvmflowError(f"unknown target {name!r}{hint} (known targets: {', '.join(found)})")
+    return load_preset(found[name])
