@@ -234,9 +234,6 @@ def prune(checkpoint: str | Path, ratio: float, align: int | None = None, name: 
     channels come from ``base``).  Files go to ``out_dir`` (default: the repo's ``models/``):
     ``<name>.pth`` and ``<name>.toml``; existing files are only replaced with ``force``.
     """
-    import torch
-    from .nin import BN_KEYS, NIN, load_checkpoint_file, load_state
-
     n = _check_ratio_align(ratio, align)
     base_spec = get_spec(base)  # unknown names fail here, with suggestions
     _require_ungrouped(base_spec)
@@ -257,6 +254,9 @@ def prune(checkpoint: str | Path, ratio: float, align: int | None = None, name: 
             existing = get_spec(name).source
             raise TvmflowError(f"variant {name!r} already exists ({existing})",
                                hint="pass --force to shadow it or choose another --name")
+
+    import torch  # only now: the checks above answer without loading torch
+    from .nin import BN_KEYS, NIN, load_checkpoint_file, load_state
 
     source = Path(checkpoint)
     loaded = load_checkpoint_file(source)

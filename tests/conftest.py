@@ -1,0 +1,32 @@
+"""Shared test fixtures (keep this file small)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _only_repo_models(monkeypatch):
+    """Tests see the repo's models/ only, whatever the caller's TVMFLOW_MODEL_PATH says."""
+    monkeypatch.delenv("TVMFLOW_MODEL_PATH", raising=False)
+
+
+@pytest.fixture
+def run_cli():
+    """Run the real CLI (`python -m tvmflow ARGS`) in a subprocess.
+
+    ``model_path`` sets TVMFLOW_MODEL_PATH for that run.  Returns the CompletedProcess
+    (text stdout/stderr, returncode).
+    """
+    def run(*args, model_path=None, timeout=300):
+        env = {k: v for k, v in os.environ.items() if k != "TVMFLOW_MODEL_PATH"}
+        env["COLUMNS"] = "200"
+        if model_path is not None:
+            env["TVMFLOW_MODEL_PATH"] = str(model_path)
+        return subprocess.run([sys.executable, "-m", "tvmflow", *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    return run
