@@ -11,8 +11,9 @@ from . import cli
 @click.option("--variant", "-v", default="all", show_default=True, help="Variant name, comma list or 'all'.")
 @click.option("--frontend", type=click.Choice(["torch", "onnx", "both"]), default="both", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of the weights, BN statistics and input.")
+@click.option("--tolerance", default=1e-4, show_default=True, type=float, help="Largest max abs error accepted.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify_cmd(variant: str, frontend: str, seed: int, as_json: bool) -> None:
+def verify_cmd(variant: str, frontend: str, seed: int, tolerance: float, as_json: bool) -> None:
     """Check that TVM computes what PyTorch computes (max abs error <= 1e-4)."""
     from ..errors import TvmflowError
     from ..ui import console
@@ -21,7 +22,7 @@ def verify_cmd(variant: str, frontend: str, seed: int, as_json: bool) -> None:
     show = None if as_json else (lambda r: console.print(
         f"{r.variant:14s} {r.frontend:6s} max abs error {r.max_abs_error:.3e}  "
         + ("[green]ok[/green]" if r.passed else "[red]FAIL[/red]")))
-    result = verify(variant, fes, seed=seed, on_row=show)
+    result = verify(variant, fes, seed=seed, tolerance=tolerance, on_row=show)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     if not result.passed:
