@@ -1,0 +1,173 @@
+"""TVM RPC processes on loopback: tracker + servers, bounded requests, clean shutdown."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+
+from tvmflow.adapter import rpc
+from tvmflow.errors import TvmflowError
+
+KEY = "infra-x86"
+
+
+@pytest.fixture(scope="module")
+def add_lib(tmp_path_factory):
+    """A host (x86) add function compiled once for the module."""
+    return rpc.build_add_module(tmp_path_factory.mktemp("lib") / "add_host.so")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("rpc_logs")
+    with rpc.local_rpc(2, key=KEY, log_dir=logs) as c:
+        c.log_dir = logs
+        yield c
+    for proc in [c.tracker, *c.servers]:
+        assert not proc.alive(), f"{proc.kind} {proc.pid} survived local_rpc"
+
+
+def _bounded(fn, limit: float):
+    """Run fn in a thread; fail (instead of hanging the suite) when it outlives ``limit``."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+    th = threading.Thread(target=target, daemon=True)
+    t0 = time.monotonic()
+    th.start()
+    th.join(limit)
+    assert not th.is_alive(), f"still waiting after {limit} s (hang)"
+    return box, time.monotonic() - t0
+
+
+def test_tracker_lists_both_servers(cluster):
+    summary = cluster.summary()
+    ports = sorted(s["port"] for s in rpc.servers_under(summary, KEY))
+    assert ports == sorted(p.port for p in cluster.servers)
+    assert summary["queue"][KEY]["free"] == 2
+
+
+def test_sessions_reach_both_servers(cluster, add_lib):
+    # two sessions held at once must land on two different servers
+    s1 = cluster.request(timeout=20)
+    s2 = cluster.request(timeout=20)
+    assert rpc.server_workdir(s1) != rpc.server_workdir(s2)
+    assert rpc.run_add_check(s1, add_lib) == 0.0
+    assert rpc.run_add_check(s2, add_lib, seed=1) == 0.0
+    assert cluster.summary()["queue"][KEY]["free"] == 0
+    del s1, s2
+    # both servers logged a session and a load_module of the uploaded library
+    for i, _ in enumerate(cluster.servers):
+        text = (cluster.log_dir / f"server-{i}.log").read_text()
+        assert re.search(r"connected from", text), text
+        assert "load_module" in text and "add_host.so" in text, text
+    # and both come back to the tracker's free queue
+    deadline = time.monotonic() + 20
+    while cluster.summary()["queue"][KEY]["free"] != 2:
+        assert time.monotonic() < deadline, cluster.summary()
+        time.sleep(0.2)
+
+
+def test_all_servers_busy_is_a_clear_error(cluster):
+    held = [cluster.request(timeout=20), cluster.request(timeout=20)]
+    box, _ = _bounded(lambda: cluster.request(timeout=2), 30)
+    assert isinstance(box.get("error"), TvmflowError), box
+    assert f"no free RPC server under key '{KEY}'" in str(box["error"])
+    assert "2 registered" in str(box["error"])
+    del held
+
+
+def test_unreachable_tracker_is_a_clear_error():
+    port = rpc.find_free_port()
+    box, _ = _bounded(lambda: rpc.request("127.0.0.1", port, KEY, timeout=3), 30)
+    err = box.get("error")
+    assert isinstance(err, TvmflowError), box
+    assert f"cannot reach the RPC tracker at 127.0.0.1:{port}" in str(err)
+    with pytest.raises(TvmflowError, match="cannot reach the RPC tracker"):
+        rpc.tracker_summary("127.0.0.1", port, timeout=2)
+
+
+def test_unreachable_server_is_a_clear_error():
+    port = rpc.find_free_port()
+    with pytest.raises(TvmflowError, match=f"cannot reach the RPC server at 127.0.0.1:{port}"):
+        rpc.connect("127.0.0.1", port, timeout=2)
+
+
+def test_no_board_under_key_is_a_clear_error(cluster):
+    box, _ = _bounded(lambda: cluster and rpc.request(cluster.tracker_host, cluster.tracker_port,
+                                                      "no-such-board", timeout=2), 30)
+    err = box.get("error")
+    assert isinstance(err, TvmflowError), box
+    msg = str(err)
+    assert "no RPC server is registered under key 'no-such-board'" in msg
+    assert KEY in msg  # it names the keys the tracker does know
+
+
+def test_not_a_tracker_is_a_clear_error(cluster):
+    # a direct RPC server is not a tracker: the magic differs
+    with pytest.raises(TvmflowError, match="is not a TVM RPC tracker|no RPC tracker answered"):
+        rpc.tracker_summary("127.0.0.1", cluster.servers[0].port, timeout=3)
+
+
+def test_direct_server_session(add_lib, tmp_path):
+    proc = rpc.start_server(log=tmp_path / "server.log")
+    try:
+        sess = rpc.connect(proc.host, proc.port, timeout=5)
+        assert rpc.run_add_check(sess, add_lib, seed=2) == 0.0
+        del sess
+    finally:
+        proc.stop()
+    assert not proc.alive()
+    assert not rpc.is_listening(proc.host, proc.port)
+
+
+def test_stop_kills_the_session_worker(add_lib, tmp_path):
+    """The server forks a worker per session; stopping the server must take it too."""
+    proc = rpc.start_server(log=tmp_path / "server.log")
+    sess = rpc.connect(proc.host, proc.port, timeout=5)
+    rpc.upload_module(sess, add_lib)
+    assert len(rpc.group_pids(proc.pid)) >= 2  # server + session worker
+    proc.stop()
+    assert rpc.group_pids(proc.pid) == []
+    assert not rpc.is_listening(proc.host, proc.port)
+    # the session is gone: a call is a clear error, not a hang
+    box, _ = _bounded(lambda: rpc.run_add_check(sess, add_lib), 60)
+    assert isinstance(box.get("error"), TvmflowError), box
+
+
+def test_local_rpc_stops_everything_on_exception():
+    seen = []
+    with pytest.raises(KeyError):
+        with rpc.local_rpc(1, key="boom") as c:
+            seen = [c.tracker, *c.servers]
+            raise KeyError("user code failed")
+    assert seen and all(not p.alive() and not rpc.group_pids(p.pid) for p in seen)
+    assert not any(rpc.is_listening(p.host, p.port) for p in seen)
+
+
+def test_non_loopback_bind_warns(capfd):
+    proc = rpc.start_tracker(host="0.0.0.0")
+    try:
+        assert rpc.tracker_summary("127.0.0.1", proc.port)["servers"] == []
+    finally:
+        proc.stop()
+    err = capfd.readouterr().err
+    assert "TVM RPC has no authentication" in err and f"0.0.0.0:{proc.port}" in err
+    proc = rpc.start_tracker()  # loopback: silent
+    proc.stop()
+    assert "no authentication" not in capfd.readouterr().err
+
+
+def test_bad_tracker_address():
+    with pytest.raises(TvmflowError, match="bad tracker address"):
+        rpc.parse_hostport("localhost", what="tracker address")
+    with pytest.raises(TvmflowError, match="bad tracker address"):
+        rpc.parse_hostport("host:99999", what="tracker address")
+    assert rpc.parse_hostport("10.0.0.2:9190") == ("10.0.0.2", 9190)

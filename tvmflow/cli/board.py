@@ -1,0 +1,75 @@
+"""`tvmflow board setup|start|stop|status`: the emulated 64-bit ARM board (qemu-user + TVM RPC)."""
+
+import json
+
+import click
+
+from . import cli
+
+
+@cli.group("board")
+def board_group() -> None:
+    """An emulated arm64 board: Debian root under qemu-user serving TVM RPC on 127.0.0.1."""
+
+
+@board_group.command("setup")
+@click.option("--force", is_flag=True, help="Rebuild the root even when the cached one is complete.")
+@click.option("--mirror", default=None, help="Debian archive URL (default: the one apt uses here).")
+def setup_cmd(force: bool, mirror: str | None) -> None:
+    """Build (or reuse) the arm64 Debian root with TVM's aarch64 wheels (~5 min the first time)."""
+    from ..board import setup
+    info = setup(force=force, mirror=mirror, say=click.echo)
+    m = info.marker
+    click.echo(f"{'reused' if info.reused else 'built'} {info.root}: Debian {m['suite']} {m['arch']}, "
+               f"Python {m['python']}, TVM {m['tvm']} ({info.seconds:.0f} s)")
+
+
+@board_group.command("start")
+@click.option("--tracker", default=None, metavar="HOST:PORT",
+              help="Register with this tracker (default: start one on 127.0.0.1).")
+@click.option("--key", default="rpi4-emu", show_default=True, help="Device key at the tracker.")
+@click.option("--port", type=int, default=None, help="Server port (default: a free one).")
+@click.option("--name", default="emu0", show_default=True, help="Board name (several may run).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the server binds.")
+def start_cmd(tracker: str | None, key: str, port: int | None, name: str, host: str) -> None:
+    """Start a board: `python -m tvm.exec.rpc_server` inside the root, registered under KEY."""
+    from ..board import start
+    info = start(name, tracker, key, port=port, host=host, say=click.echo)
+    click.echo(f"board {info.name}: {info.host}:{info.port} key {info.key} tracker {info.tracker} "
+               f"pid {info.pid}")
+
+
+@board_group.command("stop")
+@click.option("--name", default="emu0", show_default=True, help="Board to stop.")
+@click.option("--all", "all_", is_flag=True, help="Stop every board (and the tracker start started).")
+def stop_cmd(name: str, all_: bool) -> None:
+    """Stop a board; the last one also takes its tracker, mounts and leftover processes."""
+    from ..board import stop
+    names = stop(name, all=all_, say=click.echo)
+    click.echo(f"stopped: {', '.join(names) or 'nothing was running'}")
+
+
+@board_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status_cmd(as_json: bool) -> None:
+    """What is set up (root, wheels, binfmt) and what runs (boards, tracker, mounts)."""
+    from ..board import status
+    from ..ui import print_table
+    st = status()
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    m = st["setup"]
+    click.echo(f"root:     {st['root']} ({'complete: TVM ' + m['tvm'] + ', Python ' + m['python'] if m else ('incomplete' if st['root_present'] else 'not set up')})")
+    click.echo(f"wheels:   {len(st['wheels'])}; binfmt qemu-aarch64: {st['binfmt']}; "
+               f"missing tools: {', '.join(st['missing_tools']) or 'none'}")
+    t = st["tracker"]
+    click.echo(f"tracker:  {t['host']}:{t['port']} pid {t['pid']} ({'alive' if t['alive'] else 'dead'})"
+               if t else "tracker:  none started by tvmflow")
+    click.echo(f"mounts:   {', '.join(st['mounts']) or 'none'}; processes in root: "
+               f"{len(st['processes'])}")
+    if st["boards"]:
+        print_table("Boards", ["name", "key", "address", "pid", "tracker", "state"],
+                    [[b["name"], b["key"], f"{b['host']}:{b['port']}", b["pid"], b["tracker"],
+                      ("registered" if b["registered"] else "running, not registered")
+                      if b["alive"] else "dead"] for b in st["boards"]], right=set())
