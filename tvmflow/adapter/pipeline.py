@@ -1,0 +1,208 @@
+"""The ONE Relax pipeline shared by ``tvmflow tune`` and ``tvmflow compile``.
+
+Tuning records are keyed by the structural hash of each fused TIR function, so a record only
+applies when compile produces exactly the functions that tuning extracted.  Both therefore go
+through :func:`prepare`, and both use the same :class:`PipelineOptions` (stored in each
+schedule log's ``meta.json`` under ``"pipeline"``; compile passes them back)::
+
+    from tvmflow.adapter import pipeline
+    opts = pipeline.PipelineOptions.from_json(info.get("pipeline"))   # info: load_for_compile
+    executable, coverage = pipeline.build(model.mod, target, database, options=opts)
+
+Stages (the order of ``static_shape_tuning_pipeline`` in ``tvm/relax/pipeline.py``):
+
+* :func:`prepare` -- before task extraction: ``DecomposeOpsForInference`` (BatchNorm in
+  inference form), optional ``ConvertLayout`` to NHWC, optional folding of BatchNorm into
+  the conv weights, ``LegalizeOps`` / ``FoldConstant`` / ``FuseOps`` / ``FuseTIR``, and with
+  ``prepack`` ``AttachAttrLayoutFreeBuffers`` (weights are layout-free: a tuned schedule may
+  rewrite their layout, the weight "prepack").
+* :func:`extract_tasks` -- MetaSchedule's tasks of the prepared module (tuning, coverage).
+* :func:`build` -- ``MetaScheduleApplyDatabase`` (tuned tasks), then with ``prepack``
+  ``SplitLayoutRewritePreproc`` / ``LiftTransformParams`` / ``FoldConstant`` (the weights are
+  constants, so the repacked weights fold at compile time and ``main`` does no layout
+  transform at run time), then TVM's default lowering; tasks without a record keep the
+  default (unscheduled) loop nest.  Returns the executable and a coverage dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import TvmflowError
+
+LAYOUTS = ("NCHW", "NHWC")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Choices that change the fused TIR functions (and so the tuning workloads)."""
+
+    prepack: bool = True      # weight-layout rewrite (AttachAttrLayoutFreeBuffers)
+    fold_bn: bool = True      # BatchNorm folded into the conv weights before fusion
+    layout: str = "NCHW"      # data layout of conv2d (NHWC via ConvertLayout)
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise TvmflowError(f"unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> "PipelineOptions":
+        if not data:
+            return cls()
+        known = {k: data[k] for k in ("prepack", "fold_bn", "layout") if k in data}
+        return cls(**known)
+
+
+DEFAULT = PipelineOptions()
+
+
+def _target(target):
+    import tvm
+    if isinstance(target, tvm.target.Target):
+        return target
+    if hasattr(target, "tvm_target"):  # a TargetPreset
+        return target.tvm_target()
+    from .target import make_target
+    return make_target(target)
+
+
+def _relax_passes(target, options: PipelineOptions) -> list:
+    from tvm import relax
+    from tvm.relax import pipeline as rp
+    t = relax.transform
+    passes = [t.DecomposeOpsForInference(), t.CanonicalizeBindings()]
+    if options.layout == "NHWC":
+        # pooling follows its input's layout
+        passes.append(t.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}))
+    if options.fold_bn:
+        passes.append(_fold_bn_pass())
+    try:
+        passes += rp.library_dispatch_passes(target)
+    except ValueError:
+        pass
+    passes += [t.LegalizeOps(), t.AnnotateTIROpPattern(), t.FoldConstant(), t.FuseOps(),
+               t.FuseTIR()]
+    if options.prepack:
+        passes.append(t.AttachAttrLayoutFreeBuffers())
+    return passes
+
+
+def _fold_bn_pass():
+    """Fold the inference BatchNorm into the conv weights.
+
+    After ``DecomposeOpsForInference`` a conv + BatchNorm is ``(conv(x, W) [+ b] - mean) /
+    sqrt(var + eps) * gamma + beta`` with constant per-channel operands.  This pass rewrites
+    it into ``conv(x, W * a) + c`` (``a = gamma / sqrt(var + eps)``, ``c = (b - mean) * a +
+    beta``), so the fused kernel has a single bias-add epilogue.
+    """
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import is_const, is_op, wildcard
+
+    x, w = wildcard(), is_const()
+    conv = is_op("relax.nn.conv2d")(x, w)
+    bias = is_const()
+    pre = conv | is_op("relax.add")(conv, bias)
+    mean, std, gamma, beta = is_const(), is_const(), is_const(), is_const()
+    out = is_op("relax.add")(is_op("relax.multiply")(
+        is_op("relax.divide")(is_op("relax.subtract")(pre, mean), std), gamma), beta)
+
+    def rewriter(expr, m):
+        c = m[conv]
+        attrs = c.attrs
+        layouts = (str(attrs.data_layout), str(attrs.kernel_layout))
+        axis = {("NCHW", "OIHW"): 1, ("NHWC", "OHWI"): 3}.get(layouts)
+        wdata = m[w].value.numpy()
+        out_c = wdata.shape[0]
+        shape = [1, 1, 1, 1]
+        shape[axis if axis is not None else 1] = out_c
+        try:
+            vec = [np.broadcast_to(m[p].value.numpy(), shape).reshape(-1) if p in m else None
+                   for p in (bias, mean, std, gamma, beta)]
+        except ValueError:
+            return expr
+        if axis is None:
+            return expr
+        b, mu, sd, g, be = vec
+        a = g / sd
+        shift = ((b if b is not None else 0.0) - mu) * a + be
+        neww = (wdata * a.reshape((out_c,) + (1,) * (wdata.ndim - 1))).astype(wdata.dtype)
+        newc = relax.op.nn.conv2d(m[x], relax.const(neww), attrs.strides, attrs.padding,
+                                  attrs.dilation, attrs.groups, attrs.data_layout,
+                                  attrs.kernel_layout, attrs.out_layout, attrs.out_dtype)
+        return relax.op.add(newc, relax.const(shift.reshape(shape).astype(wdata.dtype)))
+
+    @tvm.transform.module_pass(opt_level=0, name="TvmflowFoldBNIntoConv")
+    def _pass(mod, _ctx):
+        mod = relax.transform.FoldConstant()(mod)
+        for gv, func in list(mod.functions.items()):
+            if isinstance(func, relax.Function):
+                mod[gv] = relax.dpl.rewrite_call(out, rewriter, func)
+        return relax.transform.FoldConstant()(mod)
+
+    return _pass
+
+
+def prepare(mod, target, options: PipelineOptions | None = None):
+    """The module tuning extracts tasks from and compile applies records to."""
+    import tvm
+    options = options or DEFAULT
+    tgt = _target(target)
+    with tgt, tvm.transform.PassContext(opt_level=3):
+        return tvm.transform.Sequential(_relax_passes(tgt, options))(mod)
+
+
+def extract_tasks(mod, target, options: PipelineOptions | None = None, *, prepared: bool = False):
+    """MetaSchedule's ExtractedTasks of the (prepared) module, in extraction order."""
+    from tvm.s_tir import meta_schedule as ms
+    tgt = _target(target)
+    if not prepared:
+        mod = prepare(mod, tgt, options)
+    return list(ms.relax_integration.extract_tasks(mod, tgt))
+
+
+def coverage(tasks, target, database) -> dict[str, Any]:
+    """Which tasks the database has a tuning record for."""
+    tgt = _target(target)
+    names, tuned = [], []
+    for task in tasks:
+        names.append(task.task_name)
+        rec = None
+        if database is not None:
+            rec = database.query_tuning_record(task.dispatched[0], tgt, task.task_name)
+        if rec is not None:
+            tuned.append(task.task_name)
+    return {"tasks": len(names), "tuned": len(tuned), "default": len(names) - len(tuned),
+            "task_names": names, "tuned_names": tuned}
+
+
+def build(mod, target, database=None, *, options: PipelineOptions | None = None,
+          prepared: bool = False):
+    """Compile ``mod`` (the imported Relax module) with the records in ``database``.
+
+    Returns ``(executable, coverage)``; coverage = ``{"tasks", "tuned", "default",
+    "task_names", "tuned_names"}``.  ``database`` is a MetaSchedule Database or None.
+    """
+    import tvm
+    from tvm import relax
+    options = options or DEFAULT
+    tgt = _target(target)
+    if not prepared:
+        mod = prepare(mod, tgt, options)
+    tasks = extract_tasks(mod, tgt, prepared=True)
+    cov = coverage(tasks, tgt, database)
+    if database is not None and cov["tuned"]:
+        after = [relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
+        if options.prepack:
+            after += [relax.transform.SplitLayoutRewritePreproc(),
+                      relax.transform.LiftTransformParams(), relax.transform.FoldConstant()]
+        with tgt, database, tvm.transform.PassContext(opt_level=3):
+            mod = tvm.transform.Sequential(after)(mod)
+    with tvm.transform.PassContext(opt_level=3):
+        executable = tvm.compile(mod, target=tgt)
+    return executable, cov
