@@ -353,8 +353,11 @@ def _tuned_database(variant: str, preset):
 
 def _machine(preset) -> dict[str, Any]:
     from .targets import _cpu_model, host_cores
-    return dict(cpu=_cpu_model(), cores=host_cores(), target=preset.target,
-                detected=preset.detected)
+    det = preset.detected or {}
+    extra = ", ".join(x for x in (det.get("llvm_cpu"), "AVX-512" if det.get("avx512") else None) if x)
+    name = f"{host_cores()}-core {_cpu_model()}" + (f" ({extra})" if extra else "")
+    return dict(name=name, cpu=_cpu_model(), cores=host_cores(), target=preset.target,
+                detected=det)
 
 
 def _number_for(sample_s: float, min_ms: float) -> int:

@@ -40,3 +40,39 @@ def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, as_json
     else:
         print_table(f"{res.variant} on {target}: per-layer latency (ms, median of {rounds} rounds; "
                     f"schedules {res.schedules})", res.COLUMNS, res.rows())
+
+
+@cli.command("sweep")
+@click.option("--from", "source", default="pruned", show_default=True,
+              help="Pruned variant, or a pruned checkpoint file ({'cfg','state_dict'}).")
+@click.option("--align", "aligns", default="1,2,4,8,16,32", show_default=True, help="Alignments N.")
+@click.option("--target", "-t", default="host", show_default=True, help="Target preset.")
+@click.option("--trials", type=int, default=None,
+              help="Tune each variant with N trials first; 0: TVM's default schedules "
+                   "[default: the tuned schedules that exist].")
+@click.option("--base", default=None, help="Unpruned variant that caps the widths [default: the source's base].")
+@click.option("--name", default=None, help="Variant name for a --from checkpoint [default: its file stem].")
+@click.option("--models-dir", type=click.Path(file_okay=False), default=None,
+              help="Where new variant files go [default: first TVMFLOW_MODEL_PATH dir, else models/].")
+@click.option("--rounds", default=20, show_default=True, help="Interleaved timing rounds.")
+@click.option("--repeat", default=10, show_default=True, help="Single-run samples per variant per round.")
+@click.option("-o", "--out-dir", type=click.Path(file_okay=False), default=None,
+              help="Directory for sweep.json/.csv/.png [default: results/sweep/<target>/<source>/].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def sweep_cmd(source, aligns, target, trials, base, name, models_dir, rounds, repeat, out_dir,
+              as_json) -> None:
+    """Latency and MACs of a pruned model against the channel alignment N."""
+    from ..sweep import sweep
+    from ..ui import console, print_table
+    r = sweep(source, aligns, target, trials=trials, base=base, name=name, models_dir=models_dir,
+              rounds=rounds, repeat=repeat, out_dir=out_dir, on_step=_step(as_json))
+    if as_json:
+        click.echo(json.dumps(r.to_json(), indent=2))
+        return
+    print_table(f"alignment sweep of {r.source} on {r.target} ({r.samples} samples each)",
+                r.COLUMNS, r.table_rows(), right={0, 3, 4, 5, 6, 7})
+    faster = r.faster_with_more_macs()
+    if faster:
+        console.print(f"faster than N=1 despite more MACs: N={', '.join(map(str, faster))}", highlight=False)
+    console.print(f"took {r.elapsed_s:.0f} s; " + ", ".join(f"{k}: {v}" for k, v in r.files.items()),
+                  highlight=False)

@@ -1,0 +1,421 @@
+"""``tvmflow sweep``: the channel-alignment curve of a pruned model.
+
+From a pruned variant (or a user's pruned checkpoint), build the variants micronet's regular
+pruning would give for each alignment N -- every layer's channel count rounded to the nearest
+multiple of N (ties up, capped at the *base* (unpruned) layer width, counts below N unchanged:
+:func:`tvmflow.prune.align_channels`) -- register them as variants ``<source>-a<N>``, compile
+each for the target (its tuned schedules when it has them, tuning first with ``trials``), time
+them all in interleaved rounds and report latency p50 with a 95 % confidence interval, MACs and
+params per N, as a table, JSON, CSV and a plot of latency and MACs against N::
+
+    >>> result = sweep("pruned", [1, 2, 4, 8, 16, 32], target="host")
+    >>> [(row.align, row.variant, row.p50_ms, row.macs) for row in result.rows]
+
+An aligned variant whose channels equal an existing one reuses it (N=1 is the source itself;
+``pruned-a8`` is reused for the seed's ``pruned`` at N=8); a new one is written as a variant
+file (``base`` + ``channels``, no checkpoint: latency does not depend on the weights, so it
+gets seeded random weights) into ``models_dir``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import TvmflowError
+from .prune import align_channels
+from .registry import MODELS_DIR, PROJECT_ROOT, VariantSpec, get_spec, list_models, model_dirs
+
+DEFAULT_ALIGNS = (1, 2, 4, 8, 16, 32)
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+def aligned_channels(channels, widths, n: int) -> list[int]:
+    """Regular pruning of every layer to multiples of ``n``, capped at the base widths."""
+    if len(channels) != len(widths):
+        raise TvmflowError(f"{len(channels)} channel counts for {len(widths)} base layers")
+    return [align_channels(int(c), int(w), n) for c, w in zip(channels, widths)]
+
+
+def parse_aligns(text: str | list[int] | tuple[int, ...]) -> list[int]:
+    """``"1,2,4,8"`` -> ``[1, 2, 4, 8]`` (validated, duplicates dropped, order kept)."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out: list[int] = []
+    for item in items:
+        item = str(item).strip()
+        if not item:
+            continue
+        if not item.isdigit() or int(item) < 1:
+            raise TvmflowError(f"bad alignment {item!r}: expected positive integers like 1,2,4,8")
+        if int(item) not in out:
+            out.append(int(item))
+    if not out:
+        raise TvmflowError("no alignment given (e.g. --align 1,2,4,8,16,32)")
+    return out
+
+
+@dataclass
+class AlignedVariant:
+    align: int
+    name: str
+    channels: list[int]
+    spec: VariantSpec = field(repr=False)
+    reused: str | None = None      # "source", "existing" or "sweep" when no file was written
+    path: str | None = None        # the variant file written (new variants)
+
+
+@dataclass
+class SweepPlan:
+    source: VariantSpec
+    base: VariantSpec
+    variants: list[AlignedVariant]
+    models_dir: Path
+
+    def unique(self) -> list[AlignedVariant]:
+        seen: dict[str, AlignedVariant] = {}
+        for v in self.variants:
+            seen.setdefault(v.name, v)
+        return list(seen.values())
+
+
+def _same_geometry(a: VariantSpec, b: VariantSpec) -> bool:
+    keys = ("channels", "kernels", "groups", "shuffle", "pool1", "pool2", "num_classes",
+            "in_channels", "image_size")
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
+
+
+def _toml_list(values) -> str:
+    return "[" + ", ".join(str(int(v)) for v in values) + "]"
+
+
+def _variant_text(name: str, base: str, source: VariantSpec, channels: list[int], n: int) -> str:
+    return "\n".join([
+        f"# Written by `tvmflow sweep`: {source.name} with regular pruning to multiples of {n}.",
+        f"name = {json.dumps(name)}",
+        f"description = {json.dumps(f'{source.name}, channels aligned to {n}')}",
+        f"base = {json.dumps(base)}",
+        f"channels = {_toml_list(channels)}",
+        "",
+        "[prune]",
+        f"align = {n}",
+        f"from = {json.dumps(source.name)}",
+        ""])
+
+
+def _source_spec(source: str | Path, base: str | None, name: str | None) -> tuple[VariantSpec, bool]:
+    """(spec of the source, whether it has to be written as a variant file)."""
+    text = str(source)
+    path = Path(text)
+    looks_like_file = path.suffix in (".pth", ".pt", ".tar") or path.is_file()
+    if not looks_like_file:
+        return get_spec(text), False
+    if not path.is_file():
+        raise TvmflowError(f"checkpoint {path} does not exist")
+    from .nin import NIN, load_checkpoint_file, load_state
+    loaded = load_checkpoint_file(path)
+    base_spec = get_spec(base or "original")
+    if loaded.get("cfg") is None:
+        raise TvmflowError(f"checkpoint {path} has no 'cfg' (its channel list)",
+                           hint="pass a micronet {'cfg', 'state_dict'} checkpoint or a variant name")
+    try:
+        channels = [int(c) for c in loaded["cfg"]]
+        name = name or re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem)
+        spec = base_spec.replace(name=name, channels=channels, base=base_spec.name,
+                                 checkpoint=str(path.resolve()), description=f"pruned checkpoint {path.name}",
+                                 source=None)
+    except (TypeError, ValueError, TvmflowError) as exc:
+        reason = exc.message if isinstance(exc, TvmflowError) else str(exc)
+        raise TvmflowError(f"checkpoint {path}: its cfg does not fit {base_spec.name!r}: {reason}") from None
+    load_state(NIN(spec), loaded["state_dict"], f"checkpoint {path}")
+    return spec, True
+
+
+def plan_sweep(source: str | Path, aligns, *, base: str | None = None, name: str | None = None,
+               models_dir: str | Path | None = None, write: bool = True) -> SweepPlan:
+    """The aligned variants of ``source`` (a variant name or a pruned checkpoint).
+
+    New variants are written to ``models_dir`` (default: the first ``TVMFLOW_MODEL_PATH``
+    directory, else the repo's ``models/``); an existing variant of the same name is reused
+    when it has the same channels and is an error otherwise (nothing is overwritten).
+    """
+    aligns = parse_aligns(aligns)
+    src, write_source = _source_spec(source, base, name)
+    base_name = base or src.base
+    if not base_name:
+        raise TvmflowError(f"variant {src.name!r} names no base (unpruned) variant",
+                           hint="pass --base, e.g. --base original")
+    base_spec = get_spec(base_name)
+    if (base_spec.kernels, base_spec.groups, base_spec.shuffle) != (src.kernels, src.groups, src.shuffle):
+        raise TvmflowError(f"{src.name!r} does not have the layer structure of its base {base_name!r}")
+    over = [i for i, (c, w) in enumerate(zip(src.channels, base_spec.channels)) if c > w]
+    if over:
+        raise TvmflowError(f"{src.name!r} has more channels than its base {base_name!r} in "
+                           f"layer(s) {over}; is --base right?")
+    models_dir = Path(models_dir) if models_dir else model_dirs()[0]
+    known = set(list_models())
+    written: list[tuple[Path, str]] = []
+    if write_source:
+        written.append(_register(src, models_dir, known, text=None))
+    variants: list[AlignedVariant] = []
+    for n in aligns:
+        channels = aligned_channels(src.channels, base_spec.channels, n)
+        vname = f"{src.name}-a{n}"
+        spec = src.replace(name=vname, channels=channels, base=base_name, checkpoint=None,
+                           description=f"{src.name}, channels aligned to {n}",
+                           prune={"align": n, "from": src.name}, source=None)
+        if channels == list(src.channels):
+            variants.append(AlignedVariant(n, src.name, channels, src, reused="source"))
+            continue
+        earlier = next((v for v in variants if v.channels == channels), None)
+        if earlier is not None:
+            variants.append(AlignedVariant(n, earlier.name, channels, earlier.spec, reused="sweep"))
+            continue
+        if vname in known:
+            existing = get_spec(vname)
+            if not _same_geometry(existing, spec):
+                raise TvmflowError(f"variant {vname!r} already exists ({existing.source}) with "
+                                   f"channels {list(existing.channels)}, not {channels}",
+                                   hint="pass --name to sweep under another name")
+            variants.append(AlignedVariant(n, vname, channels, existing, reused="existing"))
+            continue
+        text = _variant_text(vname, base_name, src, channels, n)
+        path = models_dir / f"{vname}.toml"
+        if write:
+            written.append(_register(spec, models_dir, known, text=text))
+        variants.append(AlignedVariant(n, vname, channels, spec, path=str(path)))
+    return SweepPlan(src, base_spec, variants, models_dir)
+
+
+def _register(spec: VariantSpec, models_dir: Path, known: set[str], text: str | None) -> tuple[Path, str]:
+    path = models_dir / f"{spec.name}.toml"
+    if text is None:  # the source checkpoint itself
+        if spec.name in known:
+            existing = get_spec(spec.name)
+            if not _same_geometry(existing, spec):
+                raise TvmflowError(f"variant {spec.name!r} already exists ({existing.source})",
+                                   hint="pass --name to register the checkpoint under another name")
+            return path, spec.name
+        text = "\n".join([
+            "# Written by `tvmflow sweep`: a pruned checkpoint as a variant.",
+            f"name = {json.dumps(spec.name)}",
+            f"description = {json.dumps(spec.description)}",
+            f"base = {json.dumps(spec.base)}",
+            f"channels = {_toml_list(spec.channels)}",
+            f"checkpoint = {json.dumps(spec.checkpoint)}", ""])
+    if path.exists():
+        raise TvmflowError(f"{path} already exists and is not the variant {spec.name!r}",
+                           hint="remove it or pass --models-dir")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    known.add(spec.name)
+    return path, spec.name
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class SweepRow:
+    align: int
+    variant: str
+    channels: list[int]
+    macs: int
+    params: int
+    p50_ms: float
+    ci_low_ms: float
+    ci_high_ms: float
+    samples_ms: list[float]
+    schedules: str
+    reused: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SweepResult:
+    source: str
+    base: str
+    target: str
+    rows: list[SweepRow]
+    samples: int               # per variant
+    trials: int | None
+    elapsed_s: float
+    machine: dict[str, Any]
+    files: dict[str, str] = field(default_factory=dict)
+
+    COLUMNS = ["N", "variant", "channels", "MMACs", "params", "p50 ms", "95% CI ms", "vs N=1",
+               "schedules"]
+
+    def reference(self) -> SweepRow:
+        return next((r for r in self.rows if r.align == 1), self.rows[0])
+
+    def faster_with_more_macs(self) -> list[int]:
+        """Alignments whose model is faster than the reference although it has more MACs."""
+        ref = self.reference()
+        return [r.align for r in self.rows
+                if r.macs > ref.macs and r.ci_high_ms < ref.ci_low_ms]
+
+    def table_rows(self) -> list[list[Any]]:
+        ref = self.reference()
+        return [[r.align, r.variant, " ".join(map(str, r.channels)), f"{r.macs / 1e6:.2f}",
+                 f"{r.params:,}", f"{r.p50_ms:.4f}", f"{r.ci_low_ms:.4f}-{r.ci_high_ms:.4f}",
+                 f"{r.p50_ms / ref.p50_ms:.3f}", r.schedules] for r in self.rows]
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(self.COLUMNS) + " |",
+                 "|" + "|".join("---:" if i in (0, 3, 4, 5, 6, 7) else "---"
+                                for i in range(len(self.COLUMNS))) + "|"]
+        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in self.table_rows()]
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(source=self.source, base=self.base, target=self.target, samples=self.samples,
+                    trials=self.trials, elapsed_s=self.elapsed_s, machine=self.machine,
+                    faster_with_more_macs=self.faster_with_more_macs(), files=self.files,
+                    rows=[r.to_json() for r in self.rows])
+
+
+def _tune(spec: VariantSpec, preset, trials: int, on_step) -> None:
+    """Tune one variant with the team's tuner (``tvmflow.tune.tune``), reusing existing logs."""
+    try:
+        from .tune import tune
+    except ImportError:
+        raise TvmflowError("tuning is not available in this build (tvmflow.tune missing)",
+                           hint="pass --trials 0 for TVM's default schedules") from None
+    if on_step:
+        on_step(f"tuning {spec.name} ({trials} trials)")
+    tune(spec.name, preset.name, trials=trials)
+
+
+def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "host", *,
+          trials: int | None = None, rounds: int = 20, repeat: int = 10, seed: int = 0,
+          base: str | None = None, name: str | None = None, models_dir: str | Path | None = None,
+          out_dir: str | Path | None = None, plot: bool = True,
+          on_step: Callable[[str], None] | None = None) -> SweepResult:
+    """The alignment sweep (see the module doc).
+
+    ``trials``: None uses the tuned schedules that exist (``schedules/<target>/<variant>/``)
+    and TVM's defaults elsewhere; 0 uses TVM's default schedules for all; N > 0 tunes each
+    variant with N trials first (the tuner reuses logs it already has).  ``rounds``: timing
+    rounds; each round takes ``repeat`` single-run samples (``time_evaluator`` with
+    ``number=1``: raw samples, no means of means) of every variant in turn, alternating the
+    order, so that all variants see the same machine state.
+    """
+    from .adapter import profile as ap
+    from .profile import _machine, _preset, build_for_profile
+    from .stats import Latency
+    t0 = time.monotonic()
+    preset = _preset(target)
+    if preset.is_cross or preset.device not in ("cpu", "cuda"):
+        raise TvmflowError(f"sweep measures on this machine; target {preset.name!r} is for "
+                           f"{preset.cpu_triple}", hint="use --target host (or a local CUDA GPU)")
+    if trials is not None and trials < 0:
+        raise TvmflowError(f"--trials must be 0 or more, got {trials}")
+    if rounds < 1 or repeat < 1 or rounds * repeat < 3:
+        raise TvmflowError(f"need at least 3 samples per variant (--rounds x --repeat), got "
+                           f"{rounds} x {repeat}")
+    plan = plan_sweep(source, aligns, base=base, name=name, models_dir=models_dir)
+    if trials:
+        for v in plan.unique():
+            _tune(v.spec, preset, trials, on_step)
+    sessions = {}
+    schedules = {}
+    for v in plan.unique():
+        built = build_for_profile(v.spec, preset, seed=seed, tuned=trials != 0, on_step=on_step)
+        session = ap.load(built.module, preset.device)
+        x = ap.to_device(session, built.input)
+        ap.time_main(session, x)  # warm-up (the evaluator also discards its first call)
+        sessions[v.name] = (session, x)
+        schedules[v.name] = built.schedules
+    samples: dict[str, list[float]] = {k: [] for k in sessions}
+    for r in range(rounds):
+        if on_step and (r == 0 or (r + 1) % 10 == 0):
+            on_step(f"timing round {r + 1}/{rounds}")
+        order = list(sessions) if r % 2 == 0 else list(reversed(list(sessions)))
+        for key in order:
+            session, x = sessions[key]
+            samples[key] += [1e3 * s for s in ap.time_main(session, x, number=1, repeat=repeat)]
+    rows = []
+    for v in plan.variants:
+        lat = Latency.from_samples(samples[v.name])
+        lo, hi = lat.median_ci(0.95)
+        rows.append(SweepRow(v.align, v.name, list(v.channels), v.spec.macs, v.spec.params,
+                             lat.p50, lo, hi, samples[v.name], schedules[v.name], v.reused))
+    result = SweepResult(plan.source.name, plan.base.name, preset.name, rows, rounds * repeat,
+                         trials, 0.0, _machine(preset))
+    out = Path(out_dir) if out_dir else PROJECT_ROOT / "results" / "sweep" / preset.name / plan.source.name
+    out.mkdir(parents=True, exist_ok=True)
+    result.files["csv"] = str(write_csv(result, out / "sweep.csv"))
+    if plot:
+        result.files["png"] = str(plot_sweep(result, out / "sweep.png"))
+    result.elapsed_s = time.monotonic() - t0
+    result.files["json"] = str(out / "sweep.json")
+    (out / "sweep.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return result
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def write_csv(result: SweepResult, path: Path) -> Path:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["align", "variant", "channels", "macs", "params", "p50_ms", "ci_low_ms",
+                    "ci_high_ms", "samples", "schedules", "target"])
+        for r in result.rows:
+            w.writerow([r.align, r.variant, " ".join(map(str, r.channels)), r.macs, r.params,
+                        f"{r.p50_ms:.6f}", f"{r.ci_low_ms:.6f}", f"{r.ci_high_ms:.6f}",
+                        len(r.samples_ms), r.schedules, result.target])
+    return path
+
+
+def plot_sweep(result: SweepResult, path: Path) -> Path:
+    """Latency p50 (with its 95 % CI) and MACs against N on two y-axes."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = sorted(result.rows, key=lambda r: r.align)
+    xs = [r.align for r in rows]
+    p50 = np.array([r.p50_ms for r in rows])
+    err = np.array([[r.p50_ms - r.ci_low_ms for r in rows], [r.ci_high_ms - r.p50_ms for r in rows]])
+    macs = np.array([r.macs / 1e6 for r in rows])
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    ax.errorbar(xs, p50, yerr=err, marker="o", color="tab:blue", capsize=4,
+                label="latency p50 (95% CI)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.set_xlabel("channel alignment N (regular pruning to multiples of N)")
+    ax.set_ylabel("latency p50 [ms]", color="tab:blue")
+    ax.tick_params(axis="y", labelcolor="tab:blue")
+    ax2 = ax.twinx()
+    ax2.plot(xs, macs, marker="s", linestyle="--", color="tab:orange", label="conv MACs")
+    ax2.set_ylabel("conv MACs [M]", color="tab:orange")
+    ax2.tick_params(axis="y", labelcolor="tab:orange")
+    ref = result.reference()
+    ax.axhline(ref.p50_ms, color="tab:blue", alpha=0.3, linewidth=1)
+    faster = set(result.faster_with_more_macs())
+    for r in rows:
+        if r.align in faster:
+            ax.plot([r.align], [r.p50_ms], marker="*", markersize=16, color="tab:green", zorder=5)
+    if faster:
+        ax.plot([], [], marker="*", markersize=12, linestyle="", color="tab:green",
+                label=f"faster than N={ref.align} despite more MACs")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="best", fontsize=8)
+    cpu = result.machine.get("name", "")
+    ax.set_title(f"{result.source}: alignment sweep on {result.target} ({cpu})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
