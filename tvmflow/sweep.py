@@ -300,7 +300,7 @@ def _tune(spec: VariantSpec, preset, trials: int, on_step) -> None:
 def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "host", *,
           trials: int | None = None, rounds: int = 20, repeat: int = 10, seed: int = 0,
           base: str | None = None, name: str | None = None, models_dir: str | Path | None = None,
-          out_dir: str | Path | None = None, plot: bool = True,
+          out_dir: str | Path | None = None, plot: bool = True, route: dict | None = None,
           on_step: Callable[[str], None] | None = None) -> SweepResult:
     """The alignment sweep (see the module doc).
 
@@ -309,42 +309,31 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     variant with N trials first (the tuner reuses logs it already has).  ``rounds``: timing
     rounds; each round takes ``repeat`` single-run samples (``time_evaluator`` with
     ``number=1``: raw samples, no means of means) of every variant in turn, alternating the
-    order, so that all variants see the same machine state.
+    order, so that all variants see the same machine state.  With ``tvmflow.compile`` in the
+    tree the modules are the compiled ``.so`` files and the timing is :func:`tvmflow.bench.run`
+    (``compare`` mode: interleaved rounds, output checked against PyTorch), on this machine
+    or, through ``route`` (``via``/``rpc``/``tracker``/``key`` as for ``bench``), on a board.
     """
-    from .adapter import profile as ap
-    from .profile import _machine, _preset, build_for_profile
+    from .profile import _machine, _preset
     from .stats import Latency
     t0 = time.monotonic()
     preset = _preset(target)
-    if preset.is_cross or preset.device not in ("cpu", "cuda"):
-        raise TvmflowError(f"sweep measures on this machine; target {preset.name!r} is for "
-                           f"{preset.cpu_triple}", hint="use --target host (or a local CUDA GPU)")
     if trials is not None and trials < 0:
         raise TvmflowError(f"--trials must be 0 or more, got {trials}")
     if rounds < 1 or repeat < 1 or rounds * repeat < 3:
         raise TvmflowError(f"need at least 3 samples per variant (--rounds x --repeat), got "
                            f"{rounds} x {repeat}")
     plan = plan_sweep(source, aligns, base=base, name=name, models_dir=models_dir)
+    _put_on_model_path(plan.models_dir)
     if trials:
         for v in plan.unique():
             _tune(v.spec, preset, trials, on_step)
-    sessions = {}
-    schedules = {}
-    for v in plan.unique():
-        built = build_for_profile(v.spec, preset, seed=seed, tuned=trials != 0, on_step=on_step)
-        session = ap.load(built.module, preset.device)
-        x = ap.to_device(session, built.input)
-        ap.time_main(session, x)  # warm-up (the evaluator also discards its first call)
-        sessions[v.name] = (session, x)
-        schedules[v.name] = built.schedules
-    samples: dict[str, list[float]] = {k: [] for k in sessions}
-    for r in range(rounds):
-        if on_step and (r == 0 or (r + 1) % 10 == 0):
-            on_step(f"timing round {r + 1}/{rounds}")
-        order = list(sessions) if r % 2 == 0 else list(reversed(list(sessions)))
-        for key in order:
-            session, x = sessions[key]
-            samples[key] += [1e3 * s for s in ap.time_main(session, x, number=1, repeat=repeat)]
+    if _have_compile():
+        samples, schedules = _measure_bench(plan, preset, rounds=rounds, repeat=repeat, seed=seed,
+                                            route=route or {}, on_step=on_step)
+    else:
+        samples, schedules = _measure_local(plan, preset, rounds=rounds, repeat=repeat, seed=seed,
+                                            tuned=trials != 0, on_step=on_step)
     rows = []
     for v in plan.variants:
         lat = Latency.from_samples(samples[v.name])
@@ -362,6 +351,86 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     result.files["json"] = str(out / "sweep.json")
     (out / "sweep.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return result
+
+
+def _put_on_model_path(directory: Path) -> None:
+    """Make variants written to ``directory`` visible to the registry in this process."""
+    import os
+    directory = Path(directory).resolve()
+    if directory in [d.resolve() for d in model_dirs()]:
+        return
+    old = os.environ.get("TVMFLOW_MODEL_PATH", "")
+    os.environ["TVMFLOW_MODEL_PATH"] = os.pathsep.join(x for x in (str(directory), old) if x)
+
+
+def _have_compile() -> bool:
+    try:
+        from . import compile as _compile  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: int, route: dict,
+                   on_step) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Compile each variant (tuned schedules where they exist) and time them with bench."""
+    from .bench import BenchOptions, ensure_module, run
+    from .session import resolve_route
+    say = on_step or (lambda _msg: None)
+    via_default = "local"
+    r = resolve_route(via=route.get("via"), rpc=route.get("rpc"), tracker=route.get("tracker"),
+                      key=route.get("key"), default_key=preset.rpc_key, default_via=via_default)
+    if r.mode in ("local", "local-rpc") and preset.is_cross:
+        raise TvmflowError(f"target {preset.name} runs on {preset.cpu_triple.split('-')[0]}, not on "
+                           "this machine", hint="give the board: --tracker HOST:PORT --key K or --rpc HOST:PORT")
+    modules = [ensure_module(v.name, preset.name, seed=seed, say=say) for v in plan.unique()]
+    opts = BenchOptions(rounds=rounds, min_repeats=rounds * repeat, min_time=0.0,
+                        warmup=min(20, repeat), baselines=False, check=True)
+    report = run(preset.name, modules, r, command="compare", options=opts, say=say)
+    samples, schedules = {}, {}
+    for m in modules:
+        res = report.result(m.variant)
+        samples[m.variant] = [1e3 * float(t) for t in res.latency["tvm"].samples]
+        schedules[m.variant] = _schedules_text(m)
+    return samples, schedules
+
+
+def _schedules_text(module) -> str:
+    side = module.sidecar or {}
+    cov = side.get("coverage") or (side.get("schedules") or {}).get("coverage") or {}
+    if isinstance(cov, dict) and cov.get("tasks"):
+        kind = "tuned" if cov.get("tuned") else "default (untuned)"
+        return f"{kind} ({cov.get('tuned', 0)}/{cov['tasks']} tasks)"
+    if module.trials:
+        return f"tuned ({module.trials} trials)"
+    return "default (untuned)" if module.trials == 0 else "see sidecar"
+
+
+def _measure_local(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: int, tuned: bool,
+                   on_step) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Without ``tvmflow.compile``: build in this process and time with ``time_evaluator``."""
+    from .adapter import profile as ap
+    from .profile import build_for_profile
+    if preset.is_cross or preset.device not in ("cpu", "cuda"):
+        raise TvmflowError(f"sweep measures on this machine; target {preset.name!r} is for "
+                           f"{preset.cpu_triple}", hint="use --target host (or a local CUDA GPU)")
+    sessions, schedules = {}, {}
+    for v in plan.unique():
+        built = build_for_profile(v.spec, preset, seed=seed, tuned=tuned, on_step=on_step)
+        session = ap.load(built.module, preset.device)
+        x = ap.to_device(session, built.input)
+        ap.time_main(session, x)  # warm-up (the evaluator also discards its first call)
+        sessions[v.name] = (session, x)
+        schedules[v.name] = built.schedules
+    samples: dict[str, list[float]] = {k: [] for k in sessions}
+    for rnd in range(rounds):
+        if on_step and (rnd == 0 or (rnd + 1) % 10 == 0):
+            on_step(f"timing round {rnd + 1}/{rounds}")
+        order = list(sessions) if rnd % 2 == 0 else list(reversed(list(sessions)))
+        for key in order:
+            session, x = sessions[key]
+            samples[key] += [1e3 * s for s in ap.time_main(session, x, number=1, repeat=repeat)]
+    return samples, schedules
 
 
 # ---------------------------------------------------------------------------- outputs

@@ -58,14 +58,20 @@ def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, as_json
 @click.option("--repeat", default=10, show_default=True, help="Single-run samples per variant per round.")
 @click.option("-o", "--out-dir", type=click.Path(file_okay=False), default=None,
               help="Directory for sweep.json/.csv/.png [default: results/sweep/<target>/<source>/].")
+@click.option("--via", type=click.Choice(["local", "rpc"]), default=None,
+              help="Run in this process, or through a loopback RPC server started here.")
+@click.option("--rpc", default=None, help="RPC server HOST:PORT of the device.")
+@click.option("--tracker", default=None, help="RPC tracker HOST:PORT (with --key).")
+@click.option("--key", default=None, help="Device key at the tracker [default: the preset's].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def sweep_cmd(source, aligns, target, trials, base, name, models_dir, rounds, repeat, out_dir,
-              as_json) -> None:
+              via, rpc, tracker, key, as_json) -> None:
     """Latency and MACs of a pruned model against the channel alignment N."""
     from ..sweep import sweep
     from ..ui import console, print_table
     r = sweep(source, aligns, target, trials=trials, base=base, name=name, models_dir=models_dir,
-              rounds=rounds, repeat=repeat, out_dir=out_dir, on_step=_step(as_json))
+              rounds=rounds, repeat=repeat, out_dir=out_dir, on_step=_step(as_json),
+              route=dict(via=via, rpc=rpc, tracker=tracker, key=key))
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=2))
         return
