@@ -613,11 +613,17 @@ def stop(name: str | None = None, *, all: bool = False, say: Say = _quiet) -> li
                 rpc.kill_group(entry["pid"])
                 say(f"stopped board {n!r} (pid {entry['pid']}, port {entry['port']})")
             stopped.append(n)
-        if not any(_server_alive(b["pid"]) for b in state["boards"].values()):
-            if state.get("tracker") or mounts_under() or (rootfs().exists() and root_processes()):
-                _need_root("board stop")
-                _teardown(state)
-                say("no board left: tracker stopped, root unmounted")
+        alive = [b for b in state["boards"].values() if _server_alive(b["pid"])]
+        owned = state.get("tracker")
+        if owned and not any(b["tracker"] == f"{owned['host']}:{owned['port']}" for b in alive):
+            if _tracker_alive(owned):       # its last board is gone
+                rpc.kill_group(owned["pid"])
+                say(f"stopped the RPC tracker on {owned['host']}:{owned['port']}")
+            state["tracker"] = None
+        if not alive and (mounts_under() or (rootfs().exists() and root_processes())):
+            _need_root("board stop")
+            _teardown(state)
+            say("no board left: root unmounted, no process left in it")
     return stopped
 
 

@@ -447,11 +447,17 @@ def server_workdir(session) -> str:
 
 
 def upload_module(session, path: str | Path):
-    """Upload a compiled ``.so`` and load it on the server; returns the remote module."""
+    """Upload a compiled ``.so`` and load it on the server; returns the remote module.
+
+    Each upload gets a fresh remote name: writing over a library the server still has
+    loaded (uploading the same file twice in one session) crashes the server's worker.
+    """
+    import uuid
     path = Path(path)
+    remote_name = f"{path.stem}-{uuid.uuid4().hex[:8]}{path.suffix}"
     with remote_errors(f"cannot upload {path.name} to the RPC server"):
-        session.upload(str(path))
-        return session.load_module(path.name)
+        session.upload(str(path), target=remote_name)
+        return session.load_module(remote_name)
 
 
 # --------------------------------------------------------------------------- local cluster

@@ -1,0 +1,205 @@
+"""The emulated arm64 board: aarch64 code cross-compiled here runs there through a tracker.
+
+Needs the board root (`tvmflow board setup`, ~5 min once, cached under ~/.cache/tvmflow/board);
+the module fixture calls :func:`tvmflow.board.ensure_setup`, which reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tvmflow import board
+from tvmflow.adapter import rpc
+from tvmflow.errors import TvmflowError
+
+KEY = f"pytest-rpi4-emu-{os.getpid()}"
+KEY_SOLO = f"pytest-solo-{os.getpid()}"
+NAMES = ("pytest-a", "pytest-b")
+SOLO = "pytest-solo"
+
+
+def tvmflow_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tvmflow", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def setup_info():
+    return board.ensure_setup()
+
+
+@pytest.fixture(scope="module")
+def libs(tmp_path_factory, setup_info):
+    d = tmp_path_factory.mktemp("board_libs")
+    return {
+        "arm": rpc.build_add_module(d / "add_a72.so", rpc.AARCH64_TARGET,
+                                    cross_cc="aarch64-linux-gnu-gcc"),
+        "x86": rpc.build_add_module(d / "add_x86.so"),
+    }
+
+
+@pytest.fixture(scope="module")
+def tracker(tmp_path_factory):
+    proc = rpc.start_tracker(log=tmp_path_factory.mktemp("tracker") / "tracker.log")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def boards(setup_info, tracker):
+    """Two boards under one key, registered with the test's tracker."""
+    for name in (*NAMES, SOLO):  # leftovers of an interrupted run
+        if name in {b.name for b in board.running_boards()}:
+            board.stop(name)
+    infos = []
+    try:
+        for name in NAMES:
+            infos.append(board.start(name, tracker.address, KEY))
+        yield infos
+    finally:
+        running = {b.name for b in board.running_boards()}
+        for info in infos:
+            if info.name in running:
+                board.stop(info.name)
+
+
+def test_setup_marker_records_what_was_installed(setup_info):
+    m = setup_info.marker
+    assert m["arch"] == "arm64" and m["suite"] == "bookworm"
+    assert m["python"].startswith("3.11.")
+    assert m["tvm"].startswith("0.27")
+    assert any(w.startswith("apache_tvm-0.27.0.post1-") and "aarch64" in w for w in m["wheels"])
+    assert any(w.startswith("apache_tvm_ffi-0.1.14") for w in m["wheels"])
+    assert Path(board.rootfs(), "opt/tvm-venv/bin/python").exists()
+
+
+def test_cross_compiled_add_runs_on_the_board(boards, libs):
+    info = boards[0]
+    sess = info.request(timeout=60)
+    assert rpc.run_add_check(sess, libs["arm"]) == 0.0
+    assert rpc.run_add_check(sess, libs["arm"], n=1024, seed=7) == 0.0
+    # the board really is aarch64: the host's x86 library does not load there
+    with pytest.raises(TvmflowError, match="cannot upload add_x86.so"):
+        rpc.upload_module(sess, libs["x86"])
+
+
+def test_two_boards_under_one_key_both_serve(boards, libs, tracker):
+    summary = rpc.tracker_summary(tracker.host, tracker.port)
+    assert sorted(s["port"] for s in rpc.servers_under(summary, KEY)) == sorted(b.port for b in boards)
+    s1 = boards[0].request(timeout=60)
+    s2 = boards[1].request(timeout=60)   # the first is busy: the tracker hands out the other
+    assert rpc.server_workdir(s1) != rpc.server_workdir(s2)
+    assert rpc.run_add_check(s1, libs["arm"], seed=1) == 0.0
+    assert rpc.run_add_check(s2, libs["arm"], seed=2) == 0.0
+    del s1, s2
+    for info in boards:
+        assert "load_module" in Path(info.log).read_text(), info.log
+    st = board.status()
+    mine = {b["name"]: b for b in st["boards"] if b["name"] in NAMES}
+    assert all(b["alive"] and b["registered"] for b in mine.values()), mine
+    assert len(st["mounts"]) == 3 and st["setup_complete"]
+
+
+def test_cli_status_json_lists_the_boards(boards):
+    res = tvmflow_cli("board", "status", "--json")
+    assert res.returncode == 0, res.stderr
+    st = json.loads(res.stdout)
+    names = {b["name"]: b for b in st["boards"]}
+    for info in boards:
+        assert names[info.name]["port"] == info.port and names[info.name]["alive"]
+
+
+def test_killing_the_only_board_mid_run_is_a_clear_error(setup_info, libs):
+    """A board started by the CLI with its own tracker; killed while a remote run goes on."""
+    res = tvmflow_cli("board", "start", "--name", SOLO, "--key", KEY_SOLO)
+    assert res.returncode == 0, res.stderr
+    info = next(b for b in board.running_boards() if b.name == SOLO)
+    assert info.tracker_owned and info.key == KEY_SOLO
+    sess = info.request(timeout=60)
+    box: dict = {}
+
+    def long_run():
+        try:
+            box["value"] = rpc.time_remote(sess, libs["arm"], number=100000, repeat=1000)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+    th = threading.Thread(target=long_run, daemon=True)
+    th.start()
+    deadline = time.monotonic() + 120
+    while "load_module" not in Path(info.log).read_text():   # the run has started
+        assert time.monotonic() < deadline and th.is_alive(), box
+        time.sleep(0.2)
+    time.sleep(1.0)
+    res = tvmflow_cli("board", "stop", "--name", SOLO)
+    assert res.returncode == 0, res.stderr
+    th.join(60)
+    assert not th.is_alive(), "the remote call hangs after the board was killed"
+    err = box.get("error")
+    assert isinstance(err, TvmflowError), box
+    assert "the RPC server failed while timing add" in str(err)
+    # the tracker `start` started went with its last board: a new request is refused
+    assert not rpc.pid_alive(info.pid)
+    assert not rpc.is_listening(info.tracker_host, info.tracker_port)
+    with pytest.raises(TvmflowError, match="cannot reach the RPC tracker"):
+        info.request(timeout=3)
+
+
+def test_request_for_a_key_without_board_fails_fast(boards, tracker):
+    with pytest.raises(TvmflowError, match="no RPC server is registered under key 'rpi5-none'"):
+        rpc.request(tracker.host, tracker.port, "rpi5-none", timeout=3)
+
+
+def test_cli_errors():
+    port = rpc.find_free_port()
+    res = tvmflow_cli("board", "start", "--name", "pytest-x", "--tracker", f"127.0.0.1:{port}")
+    assert res.returncode == 2
+    assert f"Error: cannot reach the RPC tracker at 127.0.0.1:{port}" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = tvmflow_cli("board", "start", "--tracker", "nohostport")
+    assert res.returncode == 2 and "Error: bad tracker address 'nohostport'" in res.stderr
+    res = tvmflow_cli("board", "stop", "--name", "no-such-board")
+    assert res.returncode == 2 and "Error: no board named 'no-such-board'" in res.stderr
+
+
+def test_stop_leaves_no_process_or_mount(boards, tracker):
+    pids = [b.pid for b in boards]
+    stopped = board.stop(all=True)
+    assert set(NAMES) <= set(stopped)
+    assert not any(rpc.pid_alive(p) for p in pids)
+    assert board.root_processes() == []
+    assert board.mounts_under() == []
+    assert board.running_boards() == []
+    summary = rpc.tracker_summary(tracker.host, tracker.port)
+    assert rpc.servers_under(summary, KEY) == []
+    assert tracker.alive()     # a tracker the board did not start is left alone
+
+
+def test_missing_tool_names_the_apt_package(monkeypatch):
+    monkeypatch.setattr(board, "TOOLS", board.TOOLS + (("no-such-tool-xyz", "xyz-tools"),))
+    with pytest.raises(TvmflowError, match=r"no-such-tool-xyz.*apt-get install -y xyz-tools"):
+        board.check_tools()
+
+
+def test_debian_mirror_from_apt_sources(tmp_path):
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\n# a comment\nURIs: http://mirror.example/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n\n"
+        "Types: deb deb-src\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\n"
+        "Components: main\n")
+    assert board.debian_mirror(tmp_path) == "http://mirror.example/debian"
+    (tmp_path / "sources.list.d" / "debian.sources").unlink()
+    (tmp_path / "sources.list").write_text(
+        "deb [arch=amd64 signed-by=/k.gpg] http://ftp.example.org/debian bookworm main\n")
+    assert board.debian_mirror(tmp_path) == "http://ftp.example.org/debian"
+    (tmp_path / "sources.list").write_text("deb http://archive.ubuntu.com/ubuntu noble main\n")
+    with pytest.raises(TvmflowError, match="found no Debian archive"):
+        board.debian_mirror(tmp_path)
