@@ -302,50 +302,53 @@ def _preset(target):
 
 def build_for_profile(variant: str | VariantSpec, target="host", *, seed: int = 0,
                       tuned: bool = True, on_step: Callable[[str], None] | None = None) -> Built:
-    """Compile a variant the way ``tvmflow compile`` does (tuned schedules when they exist)."""
-    from .frontend import import_model
+    """The variant's compiled module, as ``tvmflow compile`` builds it.
+
+    ``tuned``: the module of the artifacts cache (compiled -- or recompiled when stale -- with
+    the target's tuned schedules where they exist); otherwise one compiled with TVM's default
+    schedules into a temporary directory.  Without ``tvmflow.compile`` in the tree, the module
+    is built in this process by the shared pipeline (no tuning database).
+    """
+    from .nin import example_input
     spec = variant if isinstance(variant, VariantSpec) else get_spec(variant)
     preset = _preset(target)
-    if on_step:
-        on_step(f"importing {spec.name}")
-    model = import_model(spec, seed=seed)
-    if on_step:
-        on_step(f"compiling {spec.name} for {preset.name}")
-    executable, schedules = _compile(model, preset, tuned)
-    return Built(spec, executable, schedules, model.example_input())
-
-
-def _compile(model, preset, tuned: bool):
-    """(executable, description of the schedules used)."""
-    from .adapter import pipeline
-    database, options = (None, None)
-    if tuned:
-        database, options = _tuned_database(model.spec.name, preset)
-    executable, cov = pipeline.build(model.mod, preset.tvm_target(), database,
-                                     options=options)
-    if database is not None and cov.get("tuned"):
-        return executable, f"tuned ({cov['tuned']}/{cov['tasks']} tasks)"
-    return executable, "default (untuned)"
-
-
-def _tuned_database(variant: str, preset):
-    """The variant's tuning database for the target, or (None, None) when there is none."""
+    x = example_input(spec, seed).numpy()
     try:
-        from . import tune
+        from . import compile as compile_mod
     except ImportError:
-        return None, None
-    loader = getattr(tune, "load_for_compile", None)
-    if loader is None:
-        return None, None
-    try:
-        found = loader(variant, preset)
-    except TvmflowError:
-        return None, None
-    if not found:
-        return None, None
+        compile_mod = None
+    if compile_mod is None:
+        return _build_in_process(spec, preset, seed, x, on_step)
+    from .adapter.profile import load_library
+    if tuned:
+        from .bench import ensure_module
+        ref = ensure_module(spec.name, preset.name, seed=seed, say=on_step or (lambda _m: None))
+        return Built(spec, ref.path, _schedules_text(ref.sidecar), x)
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="tvmflow-profile-") as tmp:
+        if on_step:
+            on_step(f"compiling {spec.name} for {preset.name} (default schedules)")
+        pkg = compile_mod.compile(spec.name, preset, output=Path(tmp) / f"{spec.name}.so",
+                                  seed=seed, schedules=False)
+        module = load_library(pkg.path)  # loaded before the directory goes
+    return Built(spec, module, _schedules_text(pkg.sidecar), x)
+
+
+def _schedules_text(sidecar: dict[str, Any]) -> str:
+    cov = (sidecar or {}).get("coverage") or {}
+    if cov.get("tuned"):
+        return f"tuned ({cov['tuned']}/{cov.get('tasks')} tasks)"
+    return "default (untuned)"
+
+
+def _build_in_process(spec: VariantSpec, preset, seed: int, x, on_step) -> Built:
     from .adapter import pipeline
-    database, info = found if isinstance(found, tuple) else (found, {})
-    return database, pipeline.PipelineOptions.from_json((info or {}).get("pipeline"))
+    from .frontend import import_model
+    if on_step:
+        on_step(f"importing and compiling {spec.name} for {preset.name} (default schedules)")
+    model = import_model(spec, seed=seed)
+    executable, _cov = pipeline.build(model.mod, preset.tvm_target(), None)
+    return Built(spec, executable, "default (untuned)", x)
 
 
 # ---------------------------------------------------------------------------- measuring

@@ -328,9 +328,11 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     if trials:
         for v in plan.unique():
             _tune(v.spec, preset, trials, on_step)
+    out = Path(out_dir) if out_dir else PROJECT_ROOT / "results" / "sweep" / preset.name / plan.source.name
     if _have_compile():
         samples, schedules = _measure_bench(plan, preset, rounds=rounds, repeat=repeat, seed=seed,
-                                            route=route or {}, on_step=on_step)
+                                            route=route or {}, tuned=trials != 0,
+                                            module_dir=out / "modules", on_step=on_step)
     else:
         samples, schedules = _measure_local(plan, preset, rounds=rounds, repeat=repeat, seed=seed,
                                             tuned=trials != 0, on_step=on_step)
@@ -342,7 +344,6 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
                              lat.p50, lo, hi, samples[v.name], schedules[v.name], v.reused))
     result = SweepResult(plan.source.name, plan.base.name, preset.name, rows, rounds * repeat,
                          trials, 0.0, _machine(preset))
-    out = Path(out_dir) if out_dir else PROJECT_ROOT / "results" / "sweep" / preset.name / plan.source.name
     out.mkdir(parents=True, exist_ok=True)
     result.files["csv"] = str(write_csv(result, out / "sweep.csv"))
     if plot:
@@ -372,9 +373,15 @@ def _have_compile() -> bool:
 
 
 def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: int, route: dict,
-                   on_step) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """Compile each variant (tuned schedules where they exist) and time them with bench."""
-    from .bench import BenchOptions, ensure_module, run
+                   tuned: bool, module_dir: Path, on_step) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Compile each variant and time them all with bench's interleaved ``compare`` rounds.
+
+    ``tuned``: the compiled module of the artifacts cache (tvmflow compile's, with the tuned
+    schedules where they exist; recompiled when stale); otherwise a module with TVM's default
+    schedules compiled into ``module_dir``.
+    """
+    from .bench import BenchOptions, ensure_module, module_from_package, run
+    from .compile import compile as compile_variant
     from .session import resolve_route
     say = on_step or (lambda _msg: None)
     via_default = "local"
@@ -383,7 +390,15 @@ def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: i
     if r.mode in ("local", "local-rpc") and preset.is_cross:
         raise TvmflowError(f"target {preset.name} runs on {preset.cpu_triple.split('-')[0]}, not on "
                            "this machine", hint="give the board: --tracker HOST:PORT --key K or --rpc HOST:PORT")
-    modules = [ensure_module(v.name, preset.name, seed=seed, say=say) for v in plan.unique()]
+    if tuned:
+        modules = [ensure_module(v.name, preset.name, seed=seed, say=say) for v in plan.unique()]
+    else:
+        modules = []
+        for v in plan.unique():
+            say(f"compiling {v.name} for {preset.name} (default schedules)")
+            pkg = compile_variant(v.name, preset, output=module_dir / f"{v.name}.so", seed=seed,
+                                  schedules=False)
+            modules.append(module_from_package(v.name, pkg, compiled_now=True))
     opts = BenchOptions(rounds=rounds, min_repeats=rounds * repeat, min_time=0.0,
                         warmup=min(20, repeat), baselines=False, check=True)
     report = run(preset.name, modules, r, command="compare", options=opts, say=say)

@@ -62,6 +62,14 @@ def device(kind: str, index: int = 0):
     raise TvmflowError(f"cannot profile on device kind {kind!r} locally")
 
 
+def load_library(path):
+    """A compiled ``.so`` as a runtime module (it stays usable after the file is removed)."""
+    import tvm
+    if not Path(path).is_file():
+        raise TvmflowError(f"compiled module {path} does not exist")
+    return tvm.runtime.load_module(str(path))
+
+
 def load(executable_or_path, device_kind: str = "cpu") -> Session:
     """A VM session for a built executable, a runtime module or a compiled ``.so`` path."""
     import tvm
@@ -69,9 +77,7 @@ def load(executable_or_path, device_kind: str = "cpu") -> Session:
     dev = device(device_kind)
     obj = executable_or_path
     if isinstance(obj, (str, Path)):
-        if not Path(obj).is_file():
-            raise TvmflowError(f"compiled module {obj} does not exist")
-        obj = tvm.runtime.load_module(str(obj))
+        obj = load_library(obj)
     if isinstance(obj, tvm.runtime.Executable):
         obj = obj.jit()
     return Session(rt_mod=obj, device=dev, vm=relax.VirtualMachine(obj, dev))
