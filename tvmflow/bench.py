@@ -1,0 +1,441 @@
+"""``tvmflow bench`` / ``tvmflow compare``: time compiled variants on a device, with baselines.
+
+Both commands go through one path:
+
+1. resolve the route (:func:`tvmflow.session.resolve_route`) and the modules (compiled with
+   the tuned schedules when missing or stale, :func:`ensure_module`);
+2. open ONE session (:func:`tvmflow.session.open_session`: local, a loopback RPC server
+   started here, a server, or a tracker + key);
+3. per variant: check the module's arch against the server's, upload, load, set the input,
+   time the very first call on its own (first-run latency), check the output against PyTorch
+   (``atol = rtol = 1e-4``), create the baselines (host targets: PyTorch eager and ONNX
+   Runtime with ``num-cores`` threads), warm every runner up;
+4. measure in rounds.  ``compare`` interleaves the variants in every round (A B C D E, A B C
+   D E, ...), so drift of the machine spreads over all of them; ``bench`` measures one variant
+   after the other.  Within a variant TVM and its baselines alternate the same way.  Each
+   round takes enough single runs that, over all rounds, every runner gets at least
+   ``min_repeats`` samples and ``min_time`` seconds of measured runs.
+
+After every round the report so far is written to ``report.partial.json`` in the output
+directory, so a board that dies mid-run loses nothing already measured: the run ends with a
+TvmflowError that names the partial file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import platform
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import TvmflowError
+from .report import BenchReport, VariantResult, check_outputs
+from .session import Route, open_session
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class BenchOptions:
+    """Measurement settings (CLI options with these defaults)."""
+
+    warmup: int = 20             # untimed runs per runner before measuring
+    min_repeats: int = 200       # at least this many timed single runs per runner
+    min_time: float = 1.0        # ... and at least this many seconds of timed runs per runner
+    rounds: int = 10             # rounds of interleaved measurement
+    max_repeats_per_round: int = 5000
+    baselines: bool = True       # PyTorch eager + ONNX Runtime (host targets)
+    check: bool = True           # output vs PyTorch before timing
+    atol: float = 1e-4
+    rtol: float = 1e-4
+    settle: float = 0.02         # seconds of idle between runners (lets spinning threads sleep)
+    timeout: float = 30.0        # connect / request / registration waits
+    seed: int | None = None      # input seed (default: the module's weight seed)
+
+    def __post_init__(self):
+        for name in ("warmup", "min_repeats", "rounds"):
+            if int(getattr(self, name)) < (0 if name == "warmup" else 1):
+                raise TvmflowError(f"--{name.replace('_', '-')} must be "
+                                   f"{'>= 0' if name == 'warmup' else '>= 1'}")
+        if self.min_time < 0:
+            raise TvmflowError("--min-time must be >= 0")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ModuleRef:
+    """A compiled module of one variant: the ``.so`` and what its sidecar says."""
+
+    variant: str
+    path: Path
+    seed: int = 0
+    trials: int | None = None
+    checkpoint: str | None = None
+    arch: str | None = None          # CPU arch the module was built for (x86_64, aarch64)
+    sidecar: dict[str, Any] = field(default_factory=dict)
+    compiled_now: bool = False
+
+
+# ---------------------------------------------------------------------------- modules
+
+
+def _trials(sidecar: dict[str, Any]) -> int | None:
+    """Tuning trials behind the module's schedules: the schedules' meta.json, else the sidecar.
+
+    None: the module has no tuned schedules (TVM's default schedules).
+    """
+    import json
+    sched = sidecar.get("schedules") or {}
+    if not sched:
+        return None
+    for key in ("trials", "max_trials"):
+        if isinstance(sched.get(key), int):
+            return sched[key]
+    path = sched.get("path")
+    if path:
+        p = Path(path)
+        for meta in (p / "meta.json", p.parent / "meta.json"):
+            try:
+                data = json.loads(meta.read_text())
+            except (OSError, ValueError):
+                continue
+            for key in ("trials", "max_trials", "trials_run", "max_trials_global"):
+                val = data.get(key)
+                if isinstance(val, int):
+                    return val
+                if isinstance(val, dict):   # e.g. {"requested": N, "run": M}
+                    for k in ("run", "measured", "requested", "total"):
+                        if isinstance(val.get(k), int):
+                            return val[k]
+    if isinstance(sched.get("records"), int):
+        return sched["records"]
+    return None
+
+
+def module_from_package(variant: str, pkg, compiled_now: bool = False) -> ModuleRef:
+    """A :class:`ModuleRef` from a ``tvmflow.package.Package`` (compile's result)."""
+    from .adapter.runtime import triple_arch
+    sidecar = dict(pkg.sidecar or {})
+    weights = sidecar.get("weights") or {}
+    return ModuleRef(variant=variant, path=Path(pkg.path), seed=int(pkg.seed),
+                     trials=_trials(sidecar),
+                     checkpoint=weights.get("path") if weights.get("kind") != "random" else None,
+                     arch=triple_arch(pkg.cpu_triple), sidecar=sidecar, compiled_now=compiled_now)
+
+
+def ensure_module(variant: str, target: str, *, seed: int = 0, say: Say = _quiet) -> ModuleRef:
+    """The variant's compiled module for ``target`` (tvmflow compile's default output path).
+
+    Compiled first (with the tuned schedules where they exist) when it is missing, or stale:
+    another variant cfg, target preset, tvmflow version or schedule database, or another seed.
+    """
+    from .compile import compile as compile_variant
+    from .compile import default_output
+    from .package import Package, stale_reason
+    path = default_output(target, variant)
+    reason = stale_reason(path) if path.exists() else "not compiled yet"
+    if reason is None:
+        pkg = Package.load(path)
+        if pkg.seed == seed:
+            return module_from_package(variant, pkg)
+        reason = f"compiled with seed {pkg.seed}, asked for {seed}"
+    say(f"compiling {variant} for {target} ({reason})")
+    pkg = compile_variant(variant, target, seed=seed, on_status=say)
+    return module_from_package(variant, pkg, compiled_now=True)
+
+
+# ---------------------------------------------------------------------------- environment
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def _gpu() -> str:
+    try:
+        import subprocess
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip().replace("\n", "; ")
+    except (OSError, Exception):
+        pass
+    return "none"
+
+
+def _emulated_board(route: Route) -> bool:
+    """Whether the route's key/address belongs to a running emulated board."""
+    try:
+        from . import board
+        for info in board.running_boards():
+            d = info.to_dict()
+            if route.key and d.get("key") == route.key:
+                return True
+            if route.address and route.address in {str(d.get("address")),
+                                                   f"{d.get('host')}:{d.get('port')}"}:
+                return True
+    except Exception:  # board state unreadable: not emulated as far as we can tell
+        return False
+    return False
+
+
+def environment(preset, route: Route, session=None) -> dict[str, Any]:
+    from . import adapter
+    from .targets import _cpu_model, host_cores
+    env: dict[str, Any] = {
+        "tvmflow": _version("tvmflow"), "tvm": adapter.tvm_version(),
+        "tvm_ffi": adapter.ffi_version(), "torch": _version("torch"),
+        "onnxruntime": _version("onnxruntime"), "numpy": np.__version__,
+        "python": platform.python_version(), "host": socket.gethostname(),
+        "os": f"{platform.system()} {platform.release()}", "cpu": _cpu_model(),
+        "host_cores": host_cores(), "gpu": _gpu(), "target": preset.name,
+        "target_dict": preset.target, "target_host": preset.host,
+        "target_detected": preset.detected, "device": preset.device,
+        "route": route.describe(), "route_mode": route.mode,
+        "emulated": bool(preset.emulated) or _emulated_board(route),
+    }
+    if session is not None:
+        env["server_address"] = session.address
+        env["server_arch"] = session.arch()
+        env["device_cpu"] = (env["cpu"] if route.mode in ("local", "local-rpc")
+                             else preset.description)
+    env["load_avg_start"] = list(os.getloadavg())
+    governor = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    env["cpu_governor"] = governor.read_text().strip() if governor.exists() else "unknown"
+    return env
+
+
+# ---------------------------------------------------------------------------- runners
+
+
+class _TvmRunner:
+    """The TVM module as a runner (same interface as the baselines)."""
+
+    kind = "tvm"
+    label = "TVM"
+
+    def __init__(self, variant: str, loaded):
+        self.variant = variant
+        self.loaded = loaded
+        self.info = {"module": loaded.name, "route": loaded.session.mode}
+
+    def first_run(self):
+        return self.loaded.first_run()
+
+    def run(self, n: int = 1):
+        self.loaded.run(n)
+
+    def time(self, repeat: int):
+        return self.loaded.time(repeat)
+
+    def close(self):
+        pass
+
+
+def _check_output(got: np.ndarray, ref: np.ndarray, opts: BenchOptions, variant: str) -> dict:
+    if got.shape != ref.shape:
+        raise TvmflowError(f"{variant}: the module's output has shape {got.shape}, PyTorch's "
+                           f"{ref.shape}; the module does not belong to this variant")
+    err = float(np.max(np.abs(got.astype(np.float64) - ref)))
+    ok = bool(np.allclose(got, ref, atol=opts.atol, rtol=opts.rtol))
+    info = {"ok": ok, "max_abs_err": err, "atol": opts.atol, "rtol": opts.rtol,
+            "reference": "PyTorch eager"}
+    if not ok:
+        raise TvmflowError(f"{variant}: the output on the device differs from PyTorch (max abs "
+                           f"error {err:.3g} > atol {opts.atol:g} / rtol {opts.rtol:g}); not "
+                           "timing a wrong module",
+                           hint="recompile it (tvmflow compile --force) or pass --no-check")
+    return info
+
+
+def _repeats_per_round(est: float, opts: BenchOptions) -> int:
+    by_count = math.ceil(opts.min_repeats / opts.rounds)
+    by_time = math.ceil(opts.min_time / opts.rounds / max(est, 1e-7))
+    return int(min(max(by_count, by_time, 1), opts.max_repeats_per_round))
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "bench",
+        options: BenchOptions | None = None, out_dir: str | Path | None = None,
+        force: bool = False, say: Say = _quiet) -> BenchReport:
+    """Measure ``modules`` on the device behind ``route``; returns the (saved) report.
+
+    ``command="compare"`` interleaves variants in each round; ``"bench"`` measures them one
+    after the other.  With ``out_dir`` the report files are written there (existing ones need
+    ``force``) and partial results are saved after every round.
+    """
+    from .registry import get_spec
+    from .targets import get_target
+    opts = options or BenchOptions()
+    preset = get_target(target)
+    if out_dir is not None:
+        check_outputs(out_dir, force)
+    if not modules:
+        raise TvmflowError("nothing to benchmark: no variants given")
+    report = BenchReport(command=command, target=preset.name, options=opts.to_json(),
+                         created=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                         seed=modules[0].seed if opts.seed is None else opts.seed)
+    report.environment = environment(preset, route)
+    host_baselines = opts.baselines and preset.device == "cpu" and not preset.is_cross
+    threads = int(preset.target.get("num-cores") or 1)
+    runners_per_variant: dict[str, list] = {}
+    partial_path = None
+
+    def save_partial():
+        nonlocal partial_path
+        if out_dir is not None:
+            partial_path = report.save_partial(out_dir)
+
+    try:
+        with open_session(route, device_kind=preset.device, timeout=opts.timeout) as sess:
+            start_load = report.environment["load_avg_start"]
+            report.environment = environment(preset, route, sess)
+            report.environment["load_avg_start"] = start_load
+            say(f"device: {route.describe()} (arch {sess.arch() or 'unknown'})")
+            for mod in modules:
+                spec = get_spec(mod.variant)
+                result = VariantResult(mod.variant, spec.macs, spec.params, str(mod.path),
+                                       mod.trials)
+                report.results.append(result)
+                runners_per_variant[mod.variant] = _prepare_variant(
+                    mod, spec, sess, result, opts, host_baselines, threads, say)
+            report.environment["trials"] = {m.variant: m.trials for m in modules}
+            report.environment["seeds"] = {m.variant: m.seed for m in modules}
+            save_partial()
+            _measure(report, runners_per_variant, opts, interleave=(command == "compare"),
+                     say=say, after_round=save_partial)
+    except TvmflowError as exc:
+        if any(lat.n for r in report.results for lat in r.latency.values()):
+            report.partial, report.error = True, str(exc)
+            if out_dir is not None:
+                partial_path = report.save_partial(out_dir)
+                raise TvmflowError(f"{exc.message}; the partial results measured so far are in "
+                                   f"{partial_path}", hint=exc.hint) from None
+        raise
+    except KeyboardInterrupt:
+        report.partial, report.error = True, "interrupted"
+        if out_dir is not None:
+            report.save_partial(out_dir)
+        raise
+    finally:
+        for runners in runners_per_variant.values():
+            for r in runners:
+                r.close()
+    report.environment["load_avg_end"] = list(os.getloadavg())
+    report.environment["output_dir"] = str(out_dir) if out_dir is not None else None
+    if out_dir is not None:
+        report.save(out_dir, force=True)
+    return report
+
+
+def _prepare_variant(mod: ModuleRef, spec, sess, result: VariantResult, opts: BenchOptions,
+                     host_baselines: bool, threads: int, say: Say) -> list:
+    from .baselines import make_baselines
+    from .frontend import torch_model_for
+    from .nin import example_input
+    seed = mod.seed
+    x = example_input(spec, mod.seed if opts.seed is None else opts.seed).numpy()
+    say(f"{mod.variant}: uploading and loading {mod.path.name}")
+    loaded = sess.load(mod.path, expected_arch=mod.arch)
+    loaded.set_input(x)
+    tvm_runner = _TvmRunner(mod.variant, loaded)
+    result.first_run["tvm"] = tvm_runner.first_run()
+    model = None
+    if opts.check or host_baselines:
+        model = torch_model_for(spec, seed).eval()
+    if opts.check:
+        import torch
+        with torch.inference_mode():
+            ref = model(torch.from_numpy(x)).numpy().astype(np.float64)
+        result.check = _check_output(loaded.output(), ref, opts, mod.variant)
+    else:
+        result.check = {"ok": None, "skipped": True}
+    runners = [tvm_runner]
+    if host_baselines:
+        for b in make_baselines(mod.variant, model, x, threads):
+            result.first_run[b.kind] = b.first_run()
+            runners.append(b)
+    for r in runners:
+        result.runner_info[r.kind] = dict(r.info)
+    return runners
+
+
+def _measure(report: BenchReport, runners_per_variant: dict[str, list], opts: BenchOptions, *,
+             interleave: bool, say: Say, after_round: Callable[[], None]) -> None:
+    from .stats import Latency
+    # warm up and estimate each runner's latency (decides the repeats per round)
+    est: dict[tuple[str, str], int] = {}  # repeats per round
+    for variant, runners in runners_per_variant.items():
+        for r in runners:
+            if opts.warmup:
+                r.run(opts.warmup)
+            probe = r.time(5)
+            est[(variant, r.kind)] = _repeats_per_round(float(np.median(probe)), opts)
+            report.result(variant).latency[r.kind] = Latency(np.empty(0))
+            time.sleep(opts.settle)
+    variants = list(runners_per_variant)
+    groups = [variants] if interleave else [[v] for v in variants]
+    for group in groups:
+        for rnd in range(opts.rounds):
+            for variant in group:
+                result = report.result(variant)
+                for r in runners_per_variant[variant]:
+                    samples = r.time(est[(variant, r.kind)])
+                    result.latency[r.kind].extend(samples)
+                    time.sleep(opts.settle)
+            say(f"round {rnd + 1}/{opts.rounds}: " + ", ".join(
+                f"{v} {report.result(v).p50() * 1e3:.3f} ms" for v in group))
+            after_round()
+
+
+# ---------------------------------------------------------------------------- front doors
+
+
+def default_out_dir(command: str, target: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("reports") / f"{command}-{target}-{stamp}"
+
+
+def bench(target: str, variants: list[str] | str = "all", *, via: str | None = None,
+          rpc: str | None = None, tracker: str | None = None, key: str | None = None,
+          command: str = "bench", options: BenchOptions | None = None,
+          out_dir: str | Path | None = None, force: bool = False, seed: int = 0,
+          say: Say = _quiet) -> BenchReport:
+    """``tvmflow bench`` / ``compare``: resolve route and modules, then :func:`run`."""
+    from .registry import resolve_variants
+    from .session import resolve_route
+    from .targets import get_target
+    preset = get_target(target)
+    default_via = "rpc" if command == "compare" and not preset.is_cross else "local"
+    route = resolve_route(via=via, rpc=rpc, tracker=tracker, key=key,
+                          default_key=preset.rpc_key, default_via=default_via)
+    if route.mode in ("local", "local-rpc") and preset.is_cross:
+        raise TvmflowError(f"target {preset.name} runs on {preset.cpu_triple.split('-')[0]}, not "
+                           "on this machine", hint="give the board: --tracker HOST:PORT --key K "
+                           "or --rpc HOST:PORT")
+    if out_dir is None:
+        out_dir = default_out_dir(command, preset.name)
+    check_outputs(out_dir, force)
+    names = resolve_variants(variants)
+    modules = [ensure_module(v, preset.name, seed=seed, say=say) for v in names]
+    return run(preset.name, modules, route, command=command, options=options, out_dir=out_dir,
+               force=force, say=say)

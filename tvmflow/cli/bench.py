@@ -1,0 +1,75 @@
+"""``tvmflow bench`` and ``tvmflow compare``: thin wrappers over :func:`tvmflow.bench.bench`."""
+
+from __future__ import annotations
+
+import click
+
+from . import cli
+
+
+def _options(f):
+    """Options shared by bench and compare (route, measurement, output)."""
+    opts = [
+        click.option("--target", "-t", default="host", show_default=True, help="target preset"),
+        click.option("--via", type=click.Choice(["rpc", "local"]), default=None,
+                     help="host only: a TVM RPC server on 127.0.0.1 started by tvmflow (rpc), or "
+                          "this process (local). Default: rpc for compare, local for bench."),
+        click.option("--rpc", "rpc_addr", metavar="HOST:PORT", help="an RPC server to run on"),
+        click.option("--tracker", metavar="HOST:PORT",
+                     help="an RPC tracker (default $TVM_TRACKER_HOST:$TVM_TRACKER_PORT)"),
+        click.option("--key", help="board key at the tracker (default $TVM_TRACKER_KEY or the "
+                                   "target's rpc_key)"),
+        click.option("--warmup", default=20, show_default=True, help="untimed runs per runner"),
+        click.option("--min-repeats", default=200, show_default=True,
+                     help="at least this many timed single runs per runner"),
+        click.option("--min-time", default=1.0, show_default=True,
+                     help="at least this many seconds of timed runs per runner"),
+        click.option("--rounds", default=10, show_default=True,
+                     help="measurement rounds (compare interleaves the variants in each)"),
+        click.option("--baselines/--no-baselines", default=True, show_default=True,
+                     help="also time PyTorch eager and ONNX Runtime (host targets)"),
+        click.option("--check/--no-check", default=True, show_default=True,
+                     help="check the device output against PyTorch (1e-4) before timing"),
+        click.option("--seed", default=0, show_default=True, help="weight/input seed for compile"),
+        click.option("--timeout", default=30.0, show_default=True,
+                     help="seconds to wait for a server, tracker or board"),
+        click.option("-o", "--output", type=click.Path(), default=None,
+                     help="output directory (default reports/<command>-<target>-<time>)"),
+        click.option("--force", is_flag=True, help="overwrite an existing report in -o"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _run(command, variants, target, via, rpc_addr, tracker, key, warmup, min_repeats, min_time,
+         rounds, baselines, check, seed, timeout, output, force):
+    from ..bench import BenchOptions, bench
+    from ..ui import console, err_console
+    options = BenchOptions(warmup=warmup, min_repeats=min_repeats, min_time=min_time,
+                           rounds=rounds, baselines=baselines, check=check, timeout=timeout)
+    report = bench(target, variants, via=via, rpc=rpc_addr, tracker=tracker, key=key,
+                   command=command, options=options, out_dir=output, force=force, seed=seed,
+                   say=lambda m: err_console.print(f"[dim]{m}[/dim]", highlight=False))
+    console.print(report.to_table())
+    for line in report.first_run_lines() + report.footer():
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"report: {report.environment.get('output_dir')}", highlight=False)
+
+
+@cli.command("bench")
+@click.option("--variant", "-v", "variants", default="all", show_default=True,
+              help="a variant, a comma-separated list, or all")
+@_options
+def bench_cmd(variants, **kw):
+    """Time compiled variants on a device (local, or a board through TVM RPC)."""
+    _run("bench", variants, **kw)
+
+
+@cli.command("compare")
+@click.option("--variant", "-v", "variants", default="all", show_default=True,
+              help="comma-separated variants to compare (default all), measured interleaved")
+@_options
+def compare_cmd(variants, **kw):
+    """Compare variants interleaved in rounds: latency with CIs, baselines, alignment effect."""
+    _run("compare", variants, **kw)

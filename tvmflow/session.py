@@ -1,0 +1,110 @@
+"""The ONE session factory: where ``bench`` / ``compare`` run their modules.
+
+:func:`open_session` yields a :class:`tvmflow.adapter.runtime.RuntimeSession`; whatever the
+route, the caller then does the same upload / load / run calls:
+
+* ``rpc="HOST:PORT"``            -- straight to one RPC server;
+* ``tracker="HOST:PORT"`` + key  -- a server registered under ``key`` at a tracker (also from
+  ``TVM_TRACKER_HOST`` / ``TVM_TRACKER_PORT`` / ``TVM_TRACKER_KEY``);
+* ``via="rpc"`` (no address)     -- a tracker and one RPC server on 127.0.0.1 started for this
+  run and stopped afterwards (:func:`tvmflow.adapter.rpc.local_rpc`): the real RPC path, on
+  this machine;
+* ``via="local"``                -- this process, no RPC.
+
+Every wait is bounded by ``timeout`` and fails with a TvmflowError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+from .errors import TvmflowError
+
+VIAS = ("local", "rpc")
+ENV_HOST, ENV_PORT, ENV_KEY = "TVM_TRACKER_HOST", "TVM_TRACKER_PORT", "TVM_TRACKER_KEY"
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Route:
+    """How to reach the device, resolved from options and environment."""
+
+    mode: str                  # "local", "local-rpc", "rpc" or "tracker"
+    address: str | None = None
+    key: str | None = None
+
+    def describe(self) -> str:
+        if self.mode == "local":
+            return "local (this process, no RPC)"
+        if self.mode == "local-rpc":
+            return "TVM RPC server on 127.0.0.1 started by tvmflow"
+        if self.mode == "rpc":
+            return f"TVM RPC server {self.address}"
+        return f"TVM RPC tracker {self.address}, key {self.key!r}"
+
+
+def resolve_route(*, via: str | None = None, rpc: str | None = None, tracker: str | None = None,
+                  key: str | None = None, default_key: str | None = None,
+                  default_via: str = "local", environ: dict | None = None) -> Route:
+    """Pick the route from explicit options first, then the TVM_TRACKER_* environment."""
+    env = os.environ if environ is None else environ
+    if via is not None and via not in VIAS:
+        raise TvmflowError(f"unknown --via {via!r}; choose one of {', '.join(VIAS)}")
+    if rpc and tracker:
+        raise TvmflowError("give either --rpc HOST:PORT or --tracker HOST:PORT, not both")
+    if (rpc or tracker) and via == "local":
+        raise TvmflowError("--via local runs in this process; it cannot be combined with "
+                           "--rpc or --tracker")
+    from .adapter.rpc import parse_hostport
+    if rpc:
+        host, port = parse_hostport(rpc, what="RPC server address")
+        return Route("rpc", f"{host}:{port}")
+    if not tracker and via is None and env.get(ENV_HOST):
+        port = env.get(ENV_PORT, "9190")
+        tracker = f"{env[ENV_HOST]}:{port}"
+        key = key or env.get(ENV_KEY)
+    if tracker:
+        host, port = parse_hostport(tracker, what="tracker address")
+        key = key or env.get(ENV_KEY) or default_key
+        if not key:
+            raise TvmflowError("a tracker needs a key (--key or TVM_TRACKER_KEY)")
+        return Route("tracker", f"{host}:{port}", key)
+    via = via or default_via
+    return Route("local" if via == "local" else "local-rpc")
+
+
+@contextlib.contextmanager
+def open_session(route: Route, *, device_kind: str = "cpu", timeout: float = DEFAULT_TIMEOUT,
+                 log_dir=None) -> Iterator:
+    """A RuntimeSession for ``route``; servers started here are stopped on exit."""
+    from .adapter import rpc
+    from .adapter import runtime
+    if route.mode == "local":
+        yield runtime.local_session(device_kind)
+        return
+    if route.mode == "local-rpc":
+        if device_kind != "cpu":
+            raise TvmflowError("a local RPC server runs host CPU modules only",
+                               hint="use --rpc/--tracker for a GPU board, or --via local")
+        with rpc.local_rpc(1, key="tvmflow-local", log_dir=log_dir, timeout=max(timeout, 60)) as c:
+            remote = rpc.request(c.tracker_host, c.tracker_port, c.key, timeout)
+            sess = runtime.remote_session(remote, "local-rpc", c.servers[0].address, c.key,
+                                          device_kind)
+            try:
+                yield sess
+            finally:
+                sess.close()
+        return
+    host, port = rpc.parse_hostport(route.address)
+    if route.mode == "rpc":
+        remote = rpc.connect(host, port, timeout)
+    else:
+        remote = rpc.request(host, port, route.key, timeout)
+    sess = runtime.remote_session(remote, route.mode, route.address, route.key, device_kind)
+    try:
+        yield sess
+    finally:
+        sess.close()
