@@ -155,15 +155,19 @@ def load_preset(path: Path) -> TargetPreset:
         raise TvmflowError(f"{where}: field 'host' must be a table")
     target, detected = _detect(data["target"])
     host = data.get("host")
+    if data["device"] == "cuda" and target["kind"] != "cuda":
+        raise TvmflowError(f"{where}: device 'cuda' needs a target of kind 'cuda', got {target['kind']!r}")
     if host is not None:
         host, host_detected = _detect(host)
         detected.update({f"host.{k}": v for k, v in host_detected.items()})
     arch_env = data.get("arch_env")
+    arch_where = where
     if arch_env and os.environ.get(arch_env):
         target["arch"] = os.environ[arch_env]
         detected["arch"] = f"{target['arch']} (from ${arch_env})"
+        arch_where = f"${arch_env} (target {data['name']})"
     if target["kind"] == "cuda":
-        _check_arch(target.get("arch"), where)
+        _check_arch(target.get("arch"), arch_where)
     return TargetPreset(name=data["name"], description=data["description"], device=data["device"],
                         rpc_key=data["rpc_key"], target=target, host=host,
                         cross_compiler=data.get("cross_compiler") or None,
@@ -186,3 +190,51 @@ def get_target(name: str) -> TargetPreset:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise TvmflowError(f"unknown target {name!r}{hint} (known targets: {', '.join(found)})")
     return load_preset(found[name])
+
+
+def list_presets() -> list[TargetPreset]:
+    """Every preset, loaded (a malformed file is an error naming it)."""
+    return [load_preset(path) for path in _scan().values()]
+
+
+def cross_package(preset: TargetPreset) -> str:
+    """The apt package that provides the preset's cross compiler."""
+    if preset.cross_package:
+        return preset.cross_package
+    cc = preset.cross_compiler or ""
+    for tool in ("g++", "gcc", "clang++", "clang"):
+        if cc.endswith("-" + tool):
+            return f"{tool}-{cc[:-len(tool) - 1]}"
+    return cc
+
+
+def find_cross_compiler(preset: TargetPreset) -> str | None:
+    """Path of the preset's cross compiler, None when it needs none.
+
+    A missing compiler is a TvmflowError that names the apt package to install.
+    """
+    import shutil
+    if not preset.cross_compiler:
+        return None
+    found = shutil.which(preset.cross_compiler)
+    if found is None:
+        raise TvmflowError(f"cross compiler {preset.cross_compiler} for target {preset.name} is not "
+                           "installed", hint=f"apt-get install {cross_package(preset)}")
+    return found
+
+
+def toolchain_status(preset: TargetPreset) -> dict[str, Any]:
+    """What this machine has for building the preset's modules (for ``tvmflow targets``)."""
+    import shutil
+    status: dict[str, Any] = {}
+    if preset.cross_compiler:
+        status["cross_compiler"] = shutil.which(preset.cross_compiler)
+        if status["cross_compiler"] is None:
+            status["install"] = f"apt-get install {cross_package(preset)}"
+    if preset.is_cuda:
+        try:
+            from .adapter.cuda import find_nvcc
+            status["nvcc"] = find_nvcc()
+        except TvmflowError:
+            status["nvcc"] = None
+    return status

@@ -26,3 +26,37 @@ def first_output(out) -> np.ndarray:
     if hasattr(out, "numpy"):
         return out.numpy()
     return out[0].numpy()
+
+
+def export_library(executable, path, *, cross_compiler: str | None = None,
+                   cuda_arch: str | None = None, nvcc: str | None = None) -> dict:
+    """Write ``executable`` as a shared library at ``path``.
+
+    ``cross_compiler`` (e.g. ``aarch64-linux-gnu-g++``) links the library for another CPU
+    through ``tvm.support.cc.cross_compiler``.  With ``cuda_arch`` (``sm_87``...) the CUDA
+    kernels are compiled by ``nvcc`` into a cubin for that architecture and packed into the
+    library in place of their source (see :mod:`tvmflow.adapter.cuda`).  Returns what was done
+    (``{"cuda": {...}}`` for CUDA builds).
+    """
+    from tvm.support import cc
+    from .cuda import CubinReport, cubin_pack_imports, nvcc_version
+    kwargs: dict = {}
+    if cross_compiler:
+        kwargs["fcompile"] = cc.cross_compiler(cross_compiler)
+    info: dict = {}
+    if cuda_arch:
+        report = CubinReport(cuda_arch, nvcc, nvcc_version(nvcc))
+        kwargs["fpack_imports"] = cubin_pack_imports(cuda_arch, nvcc, report)
+    lib = executable.mod if hasattr(executable, "mod") else executable
+    lib.export_library(str(path), **kwargs)
+    if cuda_arch:
+        info["cuda"] = dict(code="cubin", archs=[cuda_arch], nvcc=report.nvcc,
+                            nvcc_version=report.nvcc_version, cuda_modules=report.modules,
+                            cubin_bytes=report.kernels_bytes)
+    return info
+
+
+def load_library(path):
+    """Load a compiled ``.so`` (a Relax VM executable) for :func:`run_local`."""
+    import tvm
+    return tvm.runtime.load_module(str(path))

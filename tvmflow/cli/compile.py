@@ -1,0 +1,48 @@
+"""`tvmflow compile` (variant + target -> .so + sidecar) and `tvmflow run` (run a .so here)."""
+
+import click
+
+from . import cli
+
+
+@cli.command("compile")
+@click.option("--target", "-t", required=True, help="Target preset (tvmflow targets).")
+@click.option("--variant", "-v", required=True, help="Variant name (tvmflow models).")
+@click.option("--output", "-o", default=None, help="Output .so path or directory [artifacts/<target>/<variant>.so].")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights and example input.")
+@click.option("--no-schedules", is_flag=True, help="Ignore tuned schedules; default schedules only.")
+def compile_cmd(target: str, variant: str, output, seed: int, no_schedules: bool) -> None:
+    """Compile a variant into a deployable .so with a JSON sidecar next to it."""
+    from ..compile import compile
+    from ..ui import console
+    pkg = compile(variant, target, output, seed=seed, schedules=not no_schedules,
+                  on_status=lambda m: console.print(m, highlight=False))
+    s = pkg.summary()
+    cov = s["coverage"]
+    console.print(f"compiled {s['variant']} for {s['target']} -> {s['module']} "
+                  f"({pkg.sidecar['module']['bytes'] / 1024:.0f} KiB, sha256 {s['sha256'][:12]})",
+                  highlight=False)
+    if cov.get("tasks") is not None:
+        console.print(f"tasks: {cov['tasks']}, tuned {cov['tuned']}, default schedules {cov['default']}")
+    if s["cuda"]:
+        c = s["cuda"]
+        console.print(f"CUDA code: {c['code']} (SASS) for {', '.join(c['archs'])}, compiled by nvcc "
+                      f"{c['nvcc_version']}; no CUDA source or PTX in the module", highlight=False)
+    console.print(f"sidecar: {pkg.sidecar_path}", highlight=False)
+
+
+@cli.command("run")
+@click.option("--module", "-m", "module", required=True, help="A .so written by tvmflow compile.")
+@click.option("--input", "-i", "input_path", default=None, help="Input .npy [the seeded example input].")
+@click.option("--output", "-o", default=None, help="Save the output as .npy.")
+def run_cmd(module: str, input_path, output) -> None:
+    """Run a compiled module once on this machine (refused when its target does not match)."""
+    from ..run import run
+    from ..ui import console
+    res = run(module, input_path, output)
+    console.print(f"{res.package.variant} ({res.package.target_name}) on {res.input_source}: "
+                  f"output {tuple(res.output.shape)}", highlight=False)
+    if res.saved:
+        console.print(f"saved {res.saved}", highlight=False)
+    else:
+        console.print("top classes: " + ", ".join(f"{i}: {v:.4f}" for i, v in res.top()))

@@ -1,0 +1,206 @@
+"""``tvmflow compile``: one variant, one target preset -> a deployable ``.so`` + JSON sidecar.
+
+Steps: load the preset (and check its toolchain: the cross compiler, nvcc for CUDA) and the
+output directory *before* the slow part; import the variant (seeded or checkpoint weights);
+build it through the shared pipeline (:mod:`tvmflow.adapter.pipeline`) with the target's
+schedule database when there is one (:mod:`tvmflow.schedules`); export the library -- linked
+by the cross compiler for aarch64 boards, with the CUDA kernels compiled to a cubin for the
+preset's SM arch -- to a temp file in the output directory and rename it into place, then the
+sidecar the same way.  An interrupted compile leaves the previous module (or nothing), never a
+half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import TvmflowError
+from .package import (Package, _jsonable, schedule_record, sha256_file, sidecar_path,
+                      tvmflow_version, umask_mode)
+from .targets import TARGETS_DIR, TargetPreset, find_cross_compiler, get_target
+
+ARTIFACTS_DIR = TARGETS_DIR.parent / "artifacts"
+
+
+def artifacts_dir() -> Path:
+    """Where modules go by default: ``$TVMFLOW_ARTIFACTS_DIR`` or ``<repo>/artifacts``."""
+    return Path(os.environ.get("TVMFLOW_ARTIFACTS_DIR") or ARTIFACTS_DIR)
+
+
+def default_output(target: str, variant: str) -> Path:
+    return artifacts_dir() / target / f"{variant}.so"
+
+
+def resolve_output(output: str | Path | None, target: str, variant: str) -> Path:
+    """``-o``: a ``.so`` path, or a directory (then ``DIR/<variant>.so``); None: the default."""
+    if output is None:
+        return default_output(target, variant)
+    path = Path(output)
+    if path.is_dir() or str(output).endswith(os.sep):
+        return path / f"{variant}.so"
+    if path.suffix != ".so":
+        raise TvmflowError(f"output {output} must end in .so (its sidecar is written next to it "
+                           "as .json)")
+    return path
+
+
+def check_output_dir(directory: Path) -> None:
+    """Create ``directory`` and prove it is writable (a real write, not a permission guess)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TvmflowError(f"cannot create output directory {directory}: "
+                           f"{exc.strerror or exc}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tvmflow-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise TvmflowError(f"output directory {directory} is not writable: "
+                           f"{exc.strerror or exc}") from None
+
+
+def schedule_database(preset: TargetPreset, variant: str, *, load: bool = True):
+    """``(database or None, info or None)`` from :mod:`tvmflow.schedules` for this target.
+
+    ``info`` has at least ``path`` and ``sha256``; a database that is corrupt or was tuned for
+    another target / variant / CPU is refused there with a TvmflowError.  Without the
+    schedules module (or without a database for the pair) the build uses default schedules.
+    """
+    import importlib
+    try:
+        schedules = importlib.import_module(f"{__package__}.schedules")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.schedules":
+            raise
+        return None, None
+    if not load and hasattr(schedules, "database_info"):
+        return None, schedules.database_info(preset, variant)
+    if not hasattr(schedules, "load_for_compile"):
+        return None, None
+    database, info = schedules.load_for_compile(preset, variant)
+    return database, (info if info and info.get("sha256") else None)
+
+
+def _build(model, preset: TargetPreset, database, info):
+    """The shared tune/compile pipeline when present, else TVM's default build."""
+    import importlib
+    try:
+        pipeline = importlib.import_module(f"{__package__}.adapter.pipeline")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.adapter.pipeline":
+            raise
+        from .adapter.build import build
+        return build(model.mod, preset.tvm_target()), None
+    options = pipeline.PipelineOptions.from_json((info or {}).get("pipeline"))
+    executable, coverage = pipeline.build(model.mod, preset.tvm_target(), database,
+                                          options=options)
+    coverage = dict(coverage)
+    coverage["pipeline"] = options.to_json()
+    return executable, coverage
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .adapter import ffi_version, tvm_version
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "unknown"
+    return dict(tvmflow=tvmflow_version(), tvm=tvm_version(), tvm_ffi=ffi_version(),
+                torch=torch_version, python=platform.python_version())
+
+
+def _weights(model) -> dict[str, Any]:
+    ckpt = model.spec.checkpoint
+    if ckpt:
+        out = {"kind": "checkpoint", "path": str(ckpt)}
+        if Path(ckpt).is_file():
+            out["sha256"] = sha256_file(ckpt)
+        return out
+    return {"kind": "random", "seed": model.seed}
+
+
+def compile(variant: str, target: str | TargetPreset, output: str | Path | None = None,
+            seed: int = 0, schedules: bool = True,
+            on_status: Callable[[str], None] | None = None) -> Package:
+    """Compile ``variant`` for ``target`` into a ``.so`` + sidecar; returns the Package.
+
+    ``schedules=False`` ignores any tuned database (default schedules everywhere).
+    ``on_status`` receives progress lines for the terminal.
+    """
+    from .adapter.build import export_library
+    from .frontend import import_model
+    from .registry import get_spec
+
+    say = on_status or (lambda _msg: None)
+    preset = target if isinstance(target, TargetPreset) else get_target(target)
+    spec = get_spec(variant)
+    # everything that can fail fast, before the slow import and build
+    cross = find_cross_compiler(preset)
+    nvcc = None
+    if preset.is_cuda:
+        from .adapter.cuda import check_arch, find_nvcc
+        nvcc = find_nvcc()
+        check_arch(nvcc, preset.arch)
+    path = resolve_output(output, preset.name, spec.name)
+    check_output_dir(path.parent)
+    database, info = schedule_database(preset, spec.name) if schedules else (None, None)
+    say(f"schedules: {info['path']}" if info else
+        "schedules: none (default schedules" + (", dlight GPU rules)" if preset.is_cuda else ")"))
+
+    t0 = time.perf_counter()
+    model = import_model(spec, seed=seed)
+    executable, coverage = _build(model, preset, database, info)
+    t_build = time.perf_counter() - t0
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".so", dir=path.parent)
+    os.close(fd)
+    try:
+        exported = export_library(executable, tmp, cross_compiler=cross,
+                                  cuda_arch=preset.arch if preset.is_cuda else None, nvcc=nvcc)
+        if preset.is_cuda:
+            from .adapter.cuda import cuda_images
+            images = cuda_images(tmp)
+            if preset.arch not in images["cubin"] or images["ptx"] or images["source"]:
+                raise TvmflowError(f"the CUDA module for {preset.arch} does not hold only a cubin "
+                                   f"for it: {images}")
+            exported["cuda"]["embedded"] = images
+        digest = sha256_file(tmp)
+        size = os.path.getsize(tmp)
+        os.chmod(tmp, umask_mode(0o755))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+    sidecar = {
+        "format": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "variant": {"name": spec.name, "cfg": _jsonable(spec.cfg())},
+        "weights": _weights(model),
+        "frontend": model.frontend,
+        "target": _jsonable(preset.to_json()),
+        "cross_compiler": cross,
+        "input": {"name": model.input_name, "shape": list(model.input_shape),
+                  "dtype": model.input_dtype, "seed": seed},
+        "versions": _versions(),
+        "schedules": schedule_record(info),
+        "coverage": coverage or {"tasks": None, "tuned": 0, "default": None},
+        "module": {"file": path.name, "sha256": digest, "bytes": size,
+                   "build_seconds": round(t_build, 2)},
+    }
+    if "cuda" in exported:
+        sidecar["cuda"] = exported["cuda"]
+    pkg = Package(path, sidecar)
+    pkg.write_sidecar()
+    return pkg
+
+
+__all__ = ["compile", "default_output", "resolve_output", "schedule_database", "sidecar_path"]

@@ -1,0 +1,118 @@
+"""``tvmflow run``: load a compiled module on this machine and run it once.
+
+The sidecar says what the module needs: the CPU architecture of its code (x86-64 or aarch64),
+a CUDA GPU for CUDA targets, AVX-512 for host modules built for ``x86-64-v4``.  A module this
+machine cannot run is refused with the mismatch named, before TVM tries to load it.  The
+default input is the variant's seeded example input (the sidecar's seed), the one the
+compile-time reference used.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TvmflowError
+from .package import Package, write_atomic
+
+_MACHINES = {"x86_64": ("x86_64", "amd64"), "aarch64": ("aarch64", "arm64")}
+
+
+@dataclass
+class RunResult:
+    package: Package
+    input_source: str
+    output: np.ndarray
+    saved: Path | None = None
+
+    def top(self, k: int = 5) -> list[tuple[int, float]]:
+        flat = self.output.reshape(self.output.shape[0], -1)[0]
+        idx = np.argsort(-flat)[:k]
+        return [(int(i), float(flat[i])) for i in idx]
+
+
+def local_machine() -> str:
+    return platform.machine().lower()
+
+
+def mismatches(pkg: Package) -> list[str]:
+    """Why this machine cannot run ``pkg`` (empty when it can)."""
+    from .targets import AVX512, _cpu_flags
+    problems = []
+    arch = pkg.cpu_triple.split("-")[0]
+    here = local_machine()
+    if here not in _MACHINES.get(arch, (arch,)):
+        problems.append(f"its code is for {arch} ({pkg.cpu_triple}) and this machine is {here}")
+    target = pkg.sidecar["target"].get("target") or {}
+    if pkg.device == "cpu" and arch == "x86_64" and target.get("mcpu") == "x86-64-v4":
+        flags = _cpu_flags()
+        if flags and not all(f in flags for f in AVX512):
+            problems.append("it was built for x86-64-v4 (AVX-512) and this CPU lacks AVX-512")
+    if pkg.device == "cuda":
+        from .adapter.cuda import has_gpu
+        if not has_gpu():
+            arch_name = (pkg.cuda or {}).get("archs") or [target.get("arch")]
+            problems.append(f"it needs a CUDA GPU ({', '.join(map(str, arch_name))}) and this "
+                            "machine has none usable")
+    return problems
+
+
+def check_runnable(pkg: Package) -> None:
+    problems = mismatches(pkg)
+    if problems:
+        raise TvmflowError(f"cannot run {pkg.path.name} (target {pkg.target_name}) here: "
+                           + "; ".join(problems),
+                           hint=f"run it on a {pkg.target_name} board, e.g. through TVM RPC")
+
+
+def load_input(pkg: Package, path: str | Path | None) -> tuple[np.ndarray, str]:
+    """The input array and where it came from (a .npy file, or the sidecar's seed)."""
+    if path is None:
+        from .nin import example_input
+        from .registry import get_spec
+        spec = get_spec(pkg.variant)
+        x = example_input(spec, pkg.seed).numpy()
+        return x.astype(pkg.input_dtype), f"example input, seed {pkg.seed}"
+    path = Path(path)
+    try:
+        x = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise TvmflowError(f"input file {path} does not exist") from None
+    except (ValueError, OSError) as exc:
+        raise TvmflowError(f"input file {path} is not a .npy array: {exc}") from None
+    if tuple(x.shape) != pkg.input_shape:
+        raise TvmflowError(f"input {path} has shape {tuple(x.shape)}, the module expects "
+                           f"{pkg.input_shape}")
+    if str(x.dtype) != pkg.input_dtype:
+        raise TvmflowError(f"input {path} has dtype {x.dtype}, the module expects {pkg.input_dtype}")
+    return x, str(path)
+
+
+def run(module: str | Path, input: str | Path | None = None,
+        output: str | Path | None = None) -> RunResult:
+    """Run the compiled ``module`` once on this machine; save the output to ``output`` (.npy)."""
+    from .adapter.build import load_library, run_local
+    pkg = Package.load(module)
+    check_runnable(pkg)
+    x, source = load_input(pkg, input)
+    saved = None
+    if output is not None:
+        saved = Path(output)
+        if saved.suffix != ".npy":
+            raise TvmflowError(f"output {output} must end in .npy")
+        if not saved.parent.is_dir():
+            raise TvmflowError(f"output directory {saved.parent} does not exist")
+    lib = load_library(pkg.path)
+    y = run_local(lib, x, "cuda" if pkg.device == "cuda" else "cpu")
+    if saved is not None:
+        import io
+        buf = io.BytesIO()
+        np.save(buf, y)
+        try:
+            write_atomic(saved, buf.getvalue())
+        except OSError as exc:
+            raise TvmflowError(f"cannot write {saved}: {exc.strerror or exc}") from None
+    return RunResult(pkg, source, y, saved)
