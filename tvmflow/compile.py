@@ -203,4 +203,39 @@ def compile(variant: str, target: str | TargetPreset, output: str | Path | None 
     return pkg
 
 
-__all__ = ["compile", "default_output", "resolve_output", "schedule_database", "sidecar_path"]
+def compile_if_stale(variant: str, target: str | TargetPreset, output: str | Path | None = None,
+                     seed: int = 0, schedules: bool = True, force: bool = False,
+                     on_status: Callable[[str], None] | None = None) -> tuple[Package, str | None]:
+    """Reuse the module at the output path when it is up to date, else compile it.
+
+    Returns ``(package, why it was compiled)``; the reason is None when the existing module
+    was reused.  Up to date: sha256, tvmflow version, variant cfg, target preset, schedule
+    database and seed all match (see :func:`tvmflow.package.stale_reason`).
+    """
+    from .package import stale_reason
+    from .registry import get_spec
+    preset = target if isinstance(target, TargetPreset) else get_target(target)
+    spec = get_spec(variant)
+    path = resolve_output(output, preset.name, spec.name)
+    if force:
+        reason = "--force"
+    elif not path.exists():
+        reason = "not compiled yet"
+    else:
+        info = None
+        if schedules:
+            _, info = schedule_database(preset, spec.name, load=False)
+        reason = stale_reason(path, schedules_info=info, spec=spec)
+        if reason is None:
+            pkg = Package.load(path)
+            if pkg.seed != seed:
+                reason = f"compiled with seed {pkg.seed}, asked for {seed}"
+            elif not schedules and pkg.sidecar.get("schedules"):
+                reason = "compiled with tuned schedules, asked for none"
+            else:
+                return pkg, None
+    return compile(spec.name, preset, path, seed=seed, schedules=schedules,
+                   on_status=on_status), reason
+
+
+__all__ = ["compile", "compile_if_stale", "default_output", "resolve_output", "schedule_database", "sidecar_path"]

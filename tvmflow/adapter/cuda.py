@@ -49,7 +49,13 @@ NVCC_HINT = ("install the CUDA toolkit (NVIDIA's cuda-toolkit-13-0 package, or D
 
 
 def find_nvcc() -> str:
-    """nvcc from PATH, then $CUDA_HOME/bin, then the newest /usr/local/cuda*/bin."""
+    """``$TVMFLOW_NVCC``, else nvcc from PATH, $CUDA_HOME/bin, the newest /usr/local/cuda*/bin."""
+    chosen = os.environ.get("TVMFLOW_NVCC")
+    if chosen:
+        if Path(chosen).is_file() and os.access(chosen, os.X_OK):
+            return chosen
+        raise TvmflowError(f"nvcc not found at TVMFLOW_NVCC={chosen}; it is needed to compile "
+                           "CUDA kernels into a cubin", hint=NVCC_HINT)
     found = shutil.which("nvcc")
     if found:
         return found

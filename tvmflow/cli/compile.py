@@ -11,15 +11,22 @@ from . import cli
 @click.option("--output", "-o", default=None, help="Output .so path or directory [artifacts/<target>/<variant>.so].")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random weights and example input.")
 @click.option("--no-schedules", is_flag=True, help="Ignore tuned schedules; default schedules only.")
-def compile_cmd(target: str, variant: str, output, seed: int, no_schedules: bool) -> None:
-    """Compile a variant into a deployable .so with a JSON sidecar next to it."""
-    from ..compile import compile
+@click.option("--force", is_flag=True, help="Recompile even when the module is up to date.")
+def compile_cmd(target: str, variant: str, output, seed: int, no_schedules: bool, force: bool) -> None:
+    """Compile a variant into a deployable .so with a JSON sidecar next to it.
+
+    An existing module at the output path is reused when it is up to date (same variant cfg,
+    target preset, schedule database, seed and tvmflow version, sha256 intact).
+    """
+    from ..compile import compile_if_stale
     from ..ui import console
-    pkg = compile(variant, target, output, seed=seed, schedules=not no_schedules,
-                  on_status=lambda m: console.print(m, highlight=False))
+    pkg, why = compile_if_stale(variant, target, output, seed=seed, schedules=not no_schedules,
+                                force=force, on_status=lambda m: console.print(m, highlight=False))
+    if why is None:
+        console.print("up to date (--force recompiles)")
     s = pkg.summary()
     cov = s["coverage"]
-    console.print(f"compiled {s['variant']} for {s['target']} -> {s['module']} "
+    console.print(f"{'reused' if why is None else 'compiled'} {s['variant']} for {s['target']} -> {s['module']} "
                   f"({pkg.sidecar['module']['bytes'] / 1024:.0f} KiB, sha256 {s['sha256'][:12]})",
                   highlight=False)
     if cov.get("tasks") is not None:
