@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import TvmflowError
 from .prune import align_channels
-from .registry import MODELS_DIR, PROJECT_ROOT, VariantSpec, get_spec, list_models, model_dirs
+from .registry import VariantSpec, get_spec, list_models, model_dirs
 
 DEFAULT_ALIGNS = (1, 2, 4, 8, 16, 32)
 
@@ -328,7 +328,7 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     if trials:
         for v in plan.unique():
             _tune(v.spec, preset, trials, on_step)
-    out = Path(out_dir) if out_dir else PROJECT_ROOT / "results" / "sweep" / preset.name / plan.source.name
+    out = Path(out_dir) if out_dir else Path("reports") / f"sweep-{preset.name}-{plan.source.name}"
     if _have_compile():
         samples, schedules = _measure_bench(plan, preset, rounds=rounds, repeat=repeat, seed=seed,
                                             route=route or {}, tuned=trials != 0,
@@ -414,8 +414,9 @@ def _schedules_text(module) -> str:
     side = module.sidecar or {}
     cov = side.get("coverage") or (side.get("schedules") or {}).get("coverage") or {}
     if isinstance(cov, dict) and cov.get("tasks"):
-        kind = "tuned" if cov.get("tuned") else "default (untuned)"
-        return f"{kind} ({cov.get('tuned', 0)}/{cov['tasks']} tasks)"
+        if cov.get("tuned"):
+            return f"tuned ({cov['tuned']}/{cov['tasks']} tasks)"
+        return "default (untuned)"
     if module.trials:
         return f"tuned ({module.trials} trials)"
     return "default (untuned)" if module.trials == 0 else "see sidecar"

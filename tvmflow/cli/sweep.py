@@ -57,7 +57,7 @@ def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, as_json
 @click.option("--rounds", default=20, show_default=True, help="Interleaved timing rounds.")
 @click.option("--repeat", default=10, show_default=True, help="Single-run samples per variant per round.")
 @click.option("-o", "--out-dir", type=click.Path(file_okay=False), default=None,
-              help="Directory for sweep.json/.csv/.png [default: results/sweep/<target>/<source>/].")
+              help="Directory for sweep.json/.csv/.png [default: reports/sweep-<target>-<source>/].")
 @click.option("--via", type=click.Choice(["local", "rpc"]), default=None,
               help="Run in this process, or through a loopback RPC server started here.")
 @click.option("--rpc", default=None, help="RPC server HOST:PORT of the device.")
