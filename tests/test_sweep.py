@@ -83,7 +83,7 @@ def test_cli_tiny_sweep_writes_outputs(run_cli, tmp_path):
     models.mkdir()
     proc = run_cli("sweep", "--from", "pruned", "--align", "1,64", "--target", "host",
                    "--trials", "0", "--rounds", "2", "--repeat", "2", "-o", out,
-                   "--models-dir", models, model_path=models, timeout=600)
+                   "--models-dir", models, "--per-layer", model_path=models, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert (models / "pruned-a64.toml").is_file()
     data = json.loads((out / "sweep.json").read_text())
@@ -100,6 +100,12 @@ def test_cli_tiny_sweep_writes_outputs(run_cli, tmp_path):
     assert [r["variant"] for r in rows] == ["pruned", "pruned-a64"]
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "pruned-a64" in proc.stdout
+    # --per-layer: the side-by-side profile of the two variants, each layer with its channels
+    side = json.loads((out / "per_layer.json").read_text())
+    assert side["variants"] == ["pruned", "pruned-a64"]
+    block2 = next(r for r in side["rows"] if r[0] == "block2")
+    assert block2[1] == "47/93" and block2[4] == "47/64"
+    assert "per-layer latency" in proc.stdout
 
 
 def test_cli_bad_align(run_cli):

@@ -252,6 +252,7 @@ class SweepResult:
     elapsed_s: float
     machine: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)
+    per_layer: Any = None          # a tvmflow.profile.ProfileComparison with per_layer=True
 
     COLUMNS = ["N", "variant", "channels", "MMACs", "params", "p50 ms", "95% CI ms", "vs N=1",
                "schedules"]
@@ -301,7 +302,7 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
           trials: int | None = None, rounds: int = 20, repeat: int = 10, seed: int = 0,
           base: str | None = None, name: str | None = None, models_dir: str | Path | None = None,
           out_dir: str | Path | None = None, plot: bool = True, route: dict | None = None,
-          on_step: Callable[[str], None] | None = None) -> SweepResult:
+          per_layer: bool = False, on_step: Callable[[str], None] | None = None) -> SweepResult:
     """The alignment sweep (see the module doc).
 
     ``trials``: None uses the tuned schedules that exist (``schedules/<target>/<variant>/``)
@@ -348,6 +349,14 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     result.files["csv"] = str(write_csv(result, out / "sweep.csv"))
     if plot:
         result.files["png"] = str(plot_sweep(result, out / "sweep.png"))
+    if per_layer:
+        from .profile import compare_profiles, write_json
+        names = [v.name for v in plan.unique()]
+        if len(names) > 1 and not preset.is_cross:
+            result.per_layer = compare_profiles(names, preset, rounds=max(3, min(rounds, 20)),
+                                                seed=seed, tuned=trials != 0, on_step=on_step)
+            result.files["per_layer"] = str(write_json(result.per_layer, out / "per_layer.json"))
+            (out / "per_layer.md").write_text(result.per_layer.markdown())
     result.elapsed_s = time.monotonic() - t0
     result.files["json"] = str(out / "sweep.json")
     (out / "sweep.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")

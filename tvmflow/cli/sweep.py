@@ -63,20 +63,25 @@ def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, as_json
 @click.option("--rpc", default=None, help="RPC server HOST:PORT of the device.")
 @click.option("--tracker", default=None, help="RPC tracker HOST:PORT (with --key).")
 @click.option("--key", default=None, help="Device key at the tracker [default: the preset's].")
+@click.option("--per-layer", is_flag=True,
+              help="Also profile the variants layer by layer, side by side (this machine only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def sweep_cmd(source, aligns, target, trials, base, name, models_dir, rounds, repeat, out_dir,
-              via, rpc, tracker, key, as_json) -> None:
+              via, rpc, tracker, key, per_layer, as_json) -> None:
     """Latency and MACs of a pruned model against the channel alignment N."""
     from ..sweep import sweep
     from ..ui import console, print_table
     r = sweep(source, aligns, target, trials=trials, base=base, name=name, models_dir=models_dir,
               rounds=rounds, repeat=repeat, out_dir=out_dir, on_step=_step(as_json),
-              route=dict(via=via, rpc=rpc, tracker=tracker, key=key))
+              route=dict(via=via, rpc=rpc, tracker=tracker, key=key), per_layer=per_layer)
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=2))
         return
     print_table(f"alignment sweep of {r.source} on {r.target} ({r.samples} samples each)",
                 r.COLUMNS, r.table_rows(), right={0, 3, 4, 5, 6, 7})
+    if r.per_layer is not None:
+        print_table(f"per-layer latency on {r.target} (ms, medians)", r.per_layer.columns(),
+                    r.per_layer.rows())
     faster = r.faster_with_more_macs()
     if faster:
         console.print(f"faster than N=1 despite more MACs: N={', '.join(map(str, faster))}", highlight=False)
