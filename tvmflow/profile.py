@@ -273,7 +273,8 @@ def _layer_rows(spec: VariantSpec, kernels: list[KernelTime]) -> list[LayerTime]
             prev_cout = g["cout"]
         else:
             pool = {"pool1": spec.pool1, "pool2": spec.pool2}.get(name)
-            kernel = pool.kernel if pool else 0
+            # the final pool averages the head's whole output map
+            kernel = pool.kernel if pool else spec.layers()[-1]["out_hw"]
             rows.append(LayerTime(name, "pool", prev_cout, prev_cout, 1, kernel, 0, 0,
                                   [k.name for k in ks], ms))
     total = sum(r.median_ms for r in rows) or 1.0
@@ -337,7 +338,10 @@ def build_for_profile(variant: str | VariantSpec, target="host", *, seed: int = 
 def _schedules_text(sidecar: dict[str, Any]) -> str:
     cov = (sidecar or {}).get("coverage") or {}
     if cov.get("tuned"):
-        return f"tuned ({cov['tuned']}/{cov.get('tasks')} tasks)"
+        sched = (sidecar or {}).get("schedules") or {}
+        records = sched.get("records") if isinstance(sched, dict) else None
+        return (f"tuned ({cov['tuned']}/{cov.get('tasks')} tasks"
+                + (f", {records} records)" if isinstance(records, int) else ")"))
     return "default (untuned)"
 
 

@@ -420,15 +420,8 @@ def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: i
 
 
 def _schedules_text(module) -> str:
-    side = module.sidecar or {}
-    cov = side.get("coverage") or (side.get("schedules") or {}).get("coverage") or {}
-    if isinstance(cov, dict) and cov.get("tasks"):
-        if cov.get("tuned"):
-            return f"tuned ({cov['tuned']}/{cov['tasks']} tasks)"
-        return "default (untuned)"
-    if module.trials:
-        return f"tuned ({module.trials} trials)"
-    return "default (untuned)" if module.trials == 0 else "see sidecar"
+    from .profile import _schedules_text as text
+    return text(module.sidecar)
 
 
 def _measure_local(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: int, tuned: bool,
