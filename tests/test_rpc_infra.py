@@ -116,25 +116,17 @@ def test_not_a_tracker_is_a_clear_error(cluster):
         rpc.tracker_summary("127.0.0.1", cluster.servers[0].port, timeout=3)
 
 
-def test_direct_server_session(add_lib, tmp_path):
+def test_direct_server_session_and_stop(add_lib, tmp_path):
+    """A server without tracker; it forks a worker per session, and stop must take it too."""
     proc = rpc.start_server(log=tmp_path / "server.log")
     try:
         sess = rpc.connect(proc.host, proc.port, timeout=5)
         assert rpc.run_add_check(sess, add_lib, seed=2) == 0.0
-        del sess
+        assert rpc.run_add_check(sess, add_lib, seed=3) == 0.0   # same library uploaded again
+        assert len(rpc.group_pids(proc.pid)) >= 2  # server + session worker
     finally:
         proc.stop()
     assert not proc.alive()
-    assert not rpc.is_listening(proc.host, proc.port)
-
-
-def test_stop_kills_the_session_worker(add_lib, tmp_path):
-    """The server forks a worker per session; stopping the server must take it too."""
-    proc = rpc.start_server(log=tmp_path / "server.log")
-    sess = rpc.connect(proc.host, proc.port, timeout=5)
-    rpc.upload_module(sess, add_lib)
-    assert len(rpc.group_pids(proc.pid)) >= 2  # server + session worker
-    proc.stop()
     assert rpc.group_pids(proc.pid) == []
     assert not rpc.is_listening(proc.host, proc.port)
     # the session is gone: a call is a clear error, not a hang
@@ -160,9 +152,10 @@ def test_non_loopback_bind_warns(capfd):
         proc.stop()
     err = capfd.readouterr().err
     assert "TVM RPC has no authentication" in err and f"0.0.0.0:{proc.port}" in err
-    proc = rpc.start_tracker()  # loopback: silent
-    proc.stop()
-    assert "no authentication" not in capfd.readouterr().err
+    assert rpc.warn_if_exposed("10.1.2.3", 9090, "the RPC server")
+    assert "anyone who can reach 10.1.2.3:9090" in capfd.readouterr().err
+    assert not rpc.warn_if_exposed("127.0.0.1", 9090, "the RPC server")  # loopback: silent
+    assert capfd.readouterr().err == ""
 
 
 def test_bad_tracker_address():
@@ -171,3 +164,8 @@ def test_bad_tracker_address():
     with pytest.raises(TvmflowError, match="bad tracker address"):
         rpc.parse_hostport("host:99999", what="tracker address")
     assert rpc.parse_hostport("10.0.0.2:9190") == ("10.0.0.2", 9190)
+
+
+def test_port_in_use_is_a_clear_error(cluster):
+    with pytest.raises(TvmflowError, match=f"port {cluster.tracker_port} is already in use"):
+        rpc.start_server(port=cluster.tracker_port)

@@ -212,6 +212,9 @@ def spawn(kind: str, argv: Sequence[str], host: str, port: int, *, log: str | Pa
     The process is killed again when it does not listen within ``timeout`` seconds or exits
     first; the error quotes the end of its log.
     """
+    if is_listening(host, port):
+        raise TvmflowError(f"cannot start the RPC {kind}: port {port} is already in use",
+                           hint="pick another --port or leave it out for a free one")
     if log is not None:
         Path(log).parent.mkdir(parents=True, exist_ok=True)
         out = open(log, "ab")
@@ -227,18 +230,19 @@ def spawn(kind: str, argv: Sequence[str], host: str, port: int, *, log: str | Pa
             out.close()
     proc = RpcProcess(kind, popen.pid, host, port, str(log) if log else None, key, tracker, popen)
     deadline = time.monotonic() + timeout
-    while True:
-        if popen.poll() is not None:
-            proc.stop(1.0)
-            raise TvmflowError(f"the RPC {kind} exited with code {popen.returncode} before "
-                               f"listening on {host}:{port}: {_tail(proc.log)}")
-        if is_listening(host, port):
-            return proc
-        if time.monotonic() > deadline:
-            proc.stop(2.0)
-            raise TvmflowError(f"the RPC {kind} did not listen on {host}:{port} within "
-                               f"{timeout:g} s: {_tail(proc.log)}")
-        time.sleep(0.1)
+    try:
+        while not is_listening(host, port):
+            if popen.poll() is not None:
+                raise TvmflowError(f"the RPC {kind} exited with code {popen.returncode} before "
+                                   f"listening on {host}:{port}: {_tail(proc.log)}")
+            if time.monotonic() > deadline:
+                raise TvmflowError(f"the RPC {kind} did not listen on {host}:{port} within "
+                                   f"{timeout:g} s: {_tail(proc.log)}")
+            time.sleep(0.1)
+    except BaseException:  # also Ctrl-C: never leave a half-started process behind
+        proc.stop(1.0)
+        raise
+    return proc
 
 
 def tracker_command(host: str, port: int, python: Sequence[str] | None = None) -> list[str]:
