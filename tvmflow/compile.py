@@ -140,16 +140,17 @@ def compile(variant: str, target: str | TargetPreset, output: str | Path | None 
     from .registry import get_spec
 
     say = on_status or (lambda _msg: None)
-    preset = target if isinstance(target, TargetPreset) else get_target(target)
-    spec = get_spec(variant)
     # everything that can fail fast, before the slow import and build
+    spec = get_spec(variant)
+    path = resolve_output(output, target.name if isinstance(target, TargetPreset) else target,
+                          spec.name)
+    preset = target if isinstance(target, TargetPreset) else get_target(target)
     cross = find_cross_compiler(preset)
     nvcc = None
     if preset.is_cuda:
         from .adapter.cuda import check_arch, find_nvcc
         nvcc = find_nvcc()
         check_arch(nvcc, preset.arch)
-    path = resolve_output(output, preset.name, spec.name)
     check_output_dir(path.parent)
     database, info = schedule_database(preset, spec.name) if schedules else (None, None)
     say(f"schedules: {info['path']}" if info else

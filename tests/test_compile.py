@@ -1,0 +1,320 @@
+"""tvmflow compile / run: .so + sidecar for host, aarch64 (cross) and CUDA (cubin, no GPU).
+
+All five variants are compiled for host, rpi4, jetson-orin and h100 once per module
+(module-scoped fixtures, in-process); the tests check the artifacts' properties, the host
+modules' outputs against PyTorch, and the CLI's errors (message + exit code 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+
+import numpy as np
+import pytest
+
+from tvmflow.errors import TvmflowError
+
+VARIANTS = ("original", "grouped", "grouped-wide", "pruned", "pruned-a8")
+EM_X86_64, EM_AARCH64, EM_CUDA = 62, 183, 190
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """An empty schedules root and artifacts dir for the whole module (no shipped logs)."""
+    root = tmp_path_factory.mktemp("compile-env")
+    (root / "schedules").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TVMFLOW_SCHEDULES", str(root / "schedules"))
+        mp.setenv("TVMFLOW_ARTIFACTS_DIR", str(root / "artifacts"))
+        for var in ("TVMFLOW_TARGET_PATH", "TVMFLOW_CUDA_ARCH", "TVMFLOW_NVCC"):
+            mp.delenv(var, raising=False)
+        yield root
+
+
+def _compile_all(target, env):
+    from tvmflow.compile import compile
+    out = env / "out" / target
+    return {v: compile(v, target, out / f"{v}.so", seed=0) for v in VARIANTS}
+
+
+@pytest.fixture(scope="module")
+def host_pkgs(env):
+    return _compile_all("host", env)
+
+
+@pytest.fixture(scope="module")
+def rpi4_pkgs(env):
+    return _compile_all("rpi4", env)
+
+
+@pytest.fixture(scope="module")
+def orin_pkgs(env):
+    return _compile_all("jetson-orin", env)
+
+
+@pytest.fixture(scope="module")
+def h100_pkgs(env):
+    return _compile_all("h100", env)
+
+
+# ------------------------------------------------------------------ helpers (independent of tvmflow)
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def elf_machine(path) -> int:
+    data = open(path, "rb").read(20)
+    assert data[:4] == b"\x7fELF", f"{path} is not an ELF file"
+    return struct.unpack_from("<H", data, 18)[0]
+
+
+def embedded_cubins(path) -> list[str]:
+    """SM archs of the CUDA ELF images (EM_CUDA) embedded in a .so."""
+    data = open(path, "rb").read()
+    archs, pos = [], data.find(b"\x7fELF", 1)
+    while pos != -1:
+        if struct.unpack_from("<H", data, pos + 18)[0] == EM_CUDA:
+            flags = struct.unpack_from("<I", data, pos + 48)[0]
+            sm = (flags >> 8) & 0xFF if data[pos + 8] >= 8 else flags & 0xFF
+            archs.append(f"sm_{sm}")
+        pos = data.find(b"\x7fELF", pos + 1)
+    return archs
+
+
+def check_sidecar(pkg, target, variant):
+    side = json.loads(pkg.sidecar_path.read_text())
+    assert pkg.sidecar_path == pkg.path.with_suffix(".json")
+    assert side["module"]["sha256"] == sha256(pkg.path)
+    assert side["module"]["bytes"] == os.path.getsize(pkg.path)
+    assert side["variant"]["name"] == variant
+    from tvmflow.registry import get_spec
+    assert side["variant"]["cfg"] == json.loads(json.dumps(get_spec(variant).cfg()))
+    assert side["target"]["name"] == target
+    assert side["weights"] == {"kind": "random", "seed": 0}
+    assert side["input"] == {"name": side["input"]["name"], "shape": [1, 3, 32, 32],
+                             "dtype": "float32", "seed": 0}
+    assert set(side["versions"]) >= {"tvmflow", "tvm", "torch"}
+    assert side["schedules"] is None
+    cov = side["coverage"]
+    assert cov["tasks"] > 0 and cov["tuned"] == 0 and cov["default"] == cov["tasks"]
+    # no temp files left next to the module
+    assert not [p for p in pkg.path.parent.iterdir() if p.name.startswith(".")]
+    return side
+
+
+# ------------------------------------------------------------------ host
+
+
+def test_host_modules_match_pytorch(host_pkgs):
+    from tvmflow.frontend import torch_model_for
+    from tvmflow.registry import get_spec
+    from tvmflow.run import run
+    for variant, pkg in host_pkgs.items():
+        side = check_sidecar(pkg, "host", variant)
+        assert elf_machine(pkg.path) == EM_X86_64
+        assert side["target"]["target"]["num-cores"] == len(os.sched_getaffinity(0))
+        assert side["target"]["detected"]["mcpu"] == side["target"]["target"]["mcpu"]
+        assert "cuda" not in side
+        res = run(pkg.path)
+        import torch
+        from tvmflow.nin import example_input
+        x = example_input(get_spec(variant), 0)
+        with torch.no_grad():
+            ref = torch_model_for(get_spec(variant), 0)(x).numpy()
+        assert res.output.shape == ref.shape == (1, 10)
+        err = float(np.max(np.abs(res.output - ref)))
+        assert err <= 1e-4, f"{variant}: max abs error {err}"
+
+
+def test_cli_run_host_module_matches_pytorch(host_pkgs, run_cli, tmp_path):
+    from tvmflow.frontend import import_model
+    pkg = host_pkgs["pruned-a8"]
+    out = tmp_path / "y.npy"
+    res = run_cli("run", "--module", pkg.path, "-o", out)
+    assert res.returncode == 0, res.stderr
+    assert "seed 0" in res.stdout and str(out) in res.stdout
+    model = import_model("pruned-a8", seed=0)
+    y = np.load(out)
+    assert float(np.max(np.abs(y - model.reference(model.example_input())))) <= 1e-4
+    # the same with an explicit input file, and printing instead of saving
+    x = tmp_path / "x.npy"
+    np.save(x, model.example_input(seed=3))
+    res = run_cli("run", "--module", pkg.path, "--input", x)
+    assert res.returncode == 0, res.stderr
+    assert "top classes" in res.stdout
+    top = int(np.argmax(model.reference(model.example_input(seed=3))))
+    assert res.stdout.split("top classes: ")[1].startswith(f"{top}:")
+
+
+def test_run_input_errors(host_pkgs, run_cli, tmp_path):
+    pkg = host_pkgs["grouped"]
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((1, 3, 28, 28), "float32"))
+    res = run_cli("run", "--module", pkg.path, "--input", bad)
+    assert res.returncode == 2 and "has shape (1, 3, 28, 28)" in res.stderr
+    res = run_cli("run", "--module", tmp_path / "nothing.so")
+    assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+def test_package_load_detects_tampering(host_pkgs, tmp_path):
+    from tvmflow.package import Package, stale_reason
+    src = host_pkgs["grouped"]
+    assert stale_reason(src.path) is None
+    copy = tmp_path / "g.so"
+    shutil.copy(src.path, copy)
+    shutil.copy(src.sidecar_path, copy.with_suffix(".json"))
+    assert Package.load(copy).sha256 == src.sha256
+    with open(copy, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(TvmflowError, match="does not match its sidecar"):
+        Package.load(copy)
+    assert "does not match" in stale_reason(copy)
+    # sidecar says another tvmflow version / another variant cfg -> stale
+    shutil.copy(src.path, copy)
+    side = json.loads(src.sidecar_path.read_text())
+    side["versions"]["tvmflow"] = "0.0.0"
+    copy.with_suffix(".json").write_text(json.dumps(side))
+    assert "tvmflow 0.0.0" in stale_reason(copy)
+    side = json.loads(src.sidecar_path.read_text())
+    side["variant"]["cfg"]["channels"][0] = 7
+    copy.with_suffix(".json").write_text(json.dumps(side))
+    assert "changed" in stale_reason(copy)
+    copy.unlink()
+    assert "missing" in stale_reason(copy)
+
+
+def test_interrupted_compile_keeps_previous_module(host_pkgs, tmp_path, monkeypatch):
+    """A compile that dies while writing the .so leaves the old module and no temp file."""
+    import tvmflow.adapter.build as build
+    from tvmflow.compile import compile
+    from tvmflow.package import Package
+    src = host_pkgs["pruned-a8"]
+    dest = tmp_path / "m.so"
+    shutil.copy(src.path, dest)
+    shutil.copy(src.sidecar_path, dest.with_suffix(".json"))
+    before = sha256(dest)
+
+    def dying_export(executable, path, **kwargs):
+        with open(path, "wb") as fh:
+            fh.write(b"\x7fELF half a module")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "export_library", dying_export)
+    with pytest.raises(KeyboardInterrupt):
+        compile("pruned-a8", "host", dest, seed=5)
+    assert sha256(dest) == before
+    assert Package.load(dest).seed == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.so"]
+
+
+# ------------------------------------------------------------------ aarch64 (cross)
+
+
+def test_rpi4_modules_are_aarch64(rpi4_pkgs, run_cli):
+    for variant, pkg in rpi4_pkgs.items():
+        side = check_sidecar(pkg, "rpi4", variant)
+        assert elf_machine(pkg.path) == EM_AARCH64
+        assert side["cross_compiler"].endswith("aarch64-linux-gnu-g++")
+        assert side["target"]["target"]["mcpu"] == "cortex-a72"
+    res = run_cli("run", "--module", rpi4_pkgs["grouped"].path)
+    assert res.returncode == 2
+    assert "aarch64" in res.stderr and "x86_64" in res.stderr and "rpi4" in res.stderr
+
+
+# ------------------------------------------------------------------ CUDA without a GPU
+
+
+@pytest.mark.parametrize("fixture,target,arch,host_machine", [
+    ("orin_pkgs", "jetson-orin", "sm_87", EM_AARCH64),
+    ("h100_pkgs", "h100", "sm_90", EM_X86_64),
+])
+def test_cuda_modules_hold_cubin(request, fixture, target, arch, host_machine):
+    pkgs = request.getfixturevalue(fixture)
+    for variant, pkg in pkgs.items():
+        side = check_sidecar(pkg, target, variant)
+        assert elf_machine(pkg.path) == host_machine
+        assert embedded_cubins(pkg.path) == [arch], variant
+        data = pkg.path.read_bytes()
+        assert b'extern "C" __global__' not in data  # no CUDA source
+        assert b".target sm_" not in data and b".version " not in data  # no PTX
+        assert side["cuda"]["code"] == "cubin" and side["cuda"]["archs"] == [arch]
+        assert side["target"]["target"]["arch"] == arch
+
+
+def test_cuda_module_refused_without_gpu(h100_pkgs, run_cli):
+    res = run_cli("run", "--module", h100_pkgs["grouped"].path)
+    assert res.returncode == 2
+    assert "needs a CUDA GPU (sm_90)" in res.stderr
+
+
+def test_cli_compile_cuda_alias(env, run_cli, monkeypatch, tmp_path):
+    """`--target cuda` with the user's arch; the terminal says cubin; default output path."""
+    monkeypatch.setenv("TVMFLOW_CUDA_ARCH", "sm_86")
+    res = run_cli("compile", "--target", "cuda", "--variant", "pruned-a8")
+    assert res.returncode == 0, res.stderr
+    path = env / "artifacts" / "cuda" / "pruned-a8.so"
+    assert str(path) in res.stdout and "cubin" in res.stdout and "sm_86" in res.stdout
+    assert embedded_cubins(path) == ["sm_86"]
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["target"]["detected"]["arch"].startswith("sm_86")
+    # up to date: reused without compiling
+    res = run_cli("compile", "--target", "cuda", "--variant", "pruned-a8")
+    assert res.returncode == 0 and "up to date" in res.stdout
+
+
+# ------------------------------------------------------------------ CLI errors
+
+
+def test_output_dir_not_writable(run_cli, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    res = run_cli("compile", "--target", "rpi4", "--variant", "grouped", "-o", blocker / "x.so")
+    assert res.returncode == 2
+    assert "cannot create output directory" in res.stderr and str(blocker) in res.stderr
+
+
+def test_output_must_be_so(run_cli, tmp_path):
+    res = run_cli("compile", "--target", "rpi4", "--variant", "grouped", "-o", tmp_path / "x.bin")
+    assert res.returncode == 2 and "must end in .so" in res.stderr
+
+
+def _log_dir(env, target, variant):
+    d = env / "schedules" / target / variant
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def test_corrupt_schedule_database(env, run_cli, tmp_path):
+    d = _log_dir(env, "rpi4", "grouped")
+    try:
+        (d / "database_workload.json").write_text('["123", {"bad": 1}]\n')
+        (d / "database_tuning_record.json").write_text('[0, [[], [0.001], {"kind": "ll')
+        res = run_cli("compile", "--target", "rpi4", "--variant", "grouped", "-o", tmp_path / "g.so")
+        assert res.returncode == 2
+        assert "is corrupt" in res.stderr and str(d) in res.stderr
+        assert not (tmp_path / "g.so").exists()
+    finally:
+        shutil.rmtree(d)
+
+
+def test_schedule_database_for_other_variant_or_target(env, run_cli, tmp_path):
+    d = _log_dir(env, "rpi4", "pruned")
+    try:
+        (d / "database_workload.json").write_text("")
+        (d / "database_tuning_record.json").write_text("")
+        (d / "meta.json").write_text(json.dumps({"variant": "original"}))
+        res = run_cli("compile", "--target", "rpi4", "--variant", "pruned", "-o", tmp_path / "p.so")
+        assert res.returncode == 2 and "tuned for variant 'original', not 'pruned'" in res.stderr
+        (d / "meta.json").write_text(json.dumps({"variant": "pruned", "target": {
+            "kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a53"}}))
+        res = run_cli("compile", "--target", "rpi4", "--variant", "pruned", "-o", tmp_path / "p.so")
+        assert res.returncode == 2 and "tuned for another target" in res.stderr
+        assert "cortex-a53" in res.stderr
+    finally:
+        shutil.rmtree(d)
