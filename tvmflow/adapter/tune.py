@@ -1,0 +1,271 @@
+"""MetaSchedule tuning: a fast builder, local / RPC runners, a progress callback.
+
+Why not the stock ``LocalBuilder``: it starts a fresh process pool for every batch, and its
+build function imports ``tvm.s_tir.tensor_intrin`` in each worker (15-22 s on 2 cores), so
+on a small machine most of the build budget goes to imports and batches time out.
+:class:`FastBuilder` keeps one pool of workers for the whole tune (recycled after
+``max_uses`` builds, MetaSchedule's reason for restarting is a slow leak) and builds with
+:func:`fast_build`, which needs only ``tvm`` (no tensor intrinsics: tvmflow's schedule rules
+for CPU do not use them).  For a cross target (aarch64 board) each candidate is exported as a
+``.so`` linked with the cross compiler, so the board needs no compiler.
+
+:func:`run_tuning` wires it together: tasks -> TuneContexts (MetaSchedule's loggers write to
+``<work_dir>/logs``, not the terminal) -> ``tune_tasks`` with the XGBoost cost model, a
+JSONDatabase in ``work_dir`` and :class:`ProgressCallback` after each measured batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any, Callable
+
+from ..errors import TvmflowError
+
+DB_WORKLOAD = "database_workload.json"
+DB_RECORDS = "database_tuning_record.json"
+FAILED_SECS = 1e9  # a run_secs at or above this is a failed measurement (MetaSchedule uses 1e10)
+
+
+# --------------------------------------------------------------------------- build / export
+
+
+def fast_build(mod, target, _params=None):
+    """Build one candidate without importing ``tvm.s_tir.tensor_intrin``."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
+def export_tar(rt_mod) -> str:
+    from tvm.support.tar import tar
+    path = os.path.join(tempfile.mkdtemp(prefix="tvmflow-cand-"), "cand." + tar.output_format)
+    rt_mod.export_library(path, fcompile=tar)
+    return path
+
+
+def export_so(rt_mod, cross_compiler: str | None) -> str:
+    """A shared library the remote side can load without a compiler of its own."""
+    from tvm.support import cc
+    path = os.path.join(tempfile.mkdtemp(prefix="tvmflow-cand-"), "cand.so")
+    fcompile = cc.cross_compiler(cross_compiler) if cross_compiler else cc.create_shared
+    rt_mod.export_library(path, fcompile=fcompile)
+    return path
+
+
+def _worker_init() -> None:
+    import tvm  # noqa: F401  (import once per worker, not per candidate)
+    import tvm.s_tir.transform  # noqa: F401
+
+
+def _build_one(mod, target, export: str, cross_compiler: str | None) -> str:
+    rt_mod = fast_build(mod, target)
+    if export == "so":
+        return export_so(rt_mod, cross_compiler)
+    return export_tar(rt_mod)
+
+
+def make_builder(max_workers: int = 2, timeout_sec: float = 60.0, export: str = "tar",
+                 cross_compiler: str | None = None, max_uses: int = 256):
+    """A :class:`FastBuilder` (class made on first use: it needs tvm imported)."""
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.ir.utils import derived_object
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    @derived_object
+    class FastBuilder(PyBuilder):
+        """Persistent PopenPool builder: one pool for all batches, :func:`fast_build`."""
+
+        def __init__(self):
+            super().__init__()
+            self.pool = None
+            self.uses = 0
+
+        def _get_pool(self):
+            if self.pool is None or self.uses >= max_uses:
+                if self.pool is not None:
+                    self.pool.shutdown()
+                self.pool = PopenPoolExecutor(max_workers=max_workers, timeout=timeout_sec,
+                                              initializer=_worker_init)
+                self.uses = 0
+            return self.pool
+
+        def build(self, build_inputs):
+            pool = self._get_pool()
+            self.uses += len(build_inputs)
+            results = []
+            args = [(b.mod, b.target) for b in build_inputs]
+            for res in pool.map_with_error_catching(
+                    lambda a: _build_one(a[0], a[1], export, cross_compiler), args):
+                if res.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(res.value, None))
+                elif res.status == StatusKind.TIMEOUT:
+                    results.append(BuilderResult(None, f"FastBuilder: timeout after {timeout_sec} s"))
+                else:
+                    results.append(BuilderResult(None, f"FastBuilder: {res.value}"))
+            return results
+
+        def shutdown(self):
+            if self.pool is not None:
+                self.pool.shutdown()
+                self.pool = None
+
+    return FastBuilder()
+
+
+def stock_builder(max_workers: int = 2, timeout_sec: float = 60.0):
+    """MetaSchedule's own LocalBuilder (default build function), for comparisons."""
+    from tvm.s_tir.meta_schedule.builder import LocalBuilder
+    return LocalBuilder(max_workers=max_workers, timeout_sec=timeout_sec)
+
+
+def evaluator(number: int = 3, repeat: int = 1, min_repeat_ms: int = 40):
+    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig
+    return EvaluatorConfig(number=number, repeat=repeat, min_repeat_ms=min_repeat_ms,
+                           enable_cpu_cache_flush=False)
+
+
+def make_local_runner(timeout_sec: float = 30.0, **eval_kw):
+    from tvm.s_tir.meta_schedule.runner import LocalRunner
+    return LocalRunner(timeout_sec=timeout_sec, evaluator_config=evaluator(**eval_kw))
+
+
+def make_rpc_runner(host: str, port: int, key: str, timeout_sec: float = 60.0,
+                    max_workers: int = 1, **eval_kw):
+    from tvm.s_tir.meta_schedule.runner import RPCConfig, RPCRunner
+    cfg = RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
+                    session_timeout_sec=int(timeout_sec), session_priority=1)
+    return RPCRunner(rpc_config=cfg, evaluator_config=evaluator(**eval_kw),
+                     max_workers=max_workers)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def make_callback(on_batch: Callable[[dict[str, Any]], None]):
+    """A MeasureCallback calling ``on_batch(info)`` after each measured batch.
+
+    ``info`` = ``{"task_id", "task_name", "n", "valid", "best_s"}`` (best_s: best mean run
+    time of this batch in seconds, None when every candidate failed).
+    """
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class ProgressCallback(PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
+                  runner_results):
+            best = None
+            valid = 0
+            for b, r in zip(builder_results, runner_results):
+                if b.error_msg is not None or r.error_msg is not None or not r.run_secs:
+                    continue
+                secs = [float(s) for s in r.run_secs]
+                mean = sum(secs) / len(secs)
+                if mean >= FAILED_SECS:
+                    continue
+                valid += 1
+                best = mean if best is None else min(best, mean)
+            name = str(task_scheduler.tasks_[task_id].ctx.task_name)
+            on_batch({"task_id": int(task_id), "task_name": name, "n": len(measure_candidates),
+                      "valid": valid, "best_s": best})
+
+    return ProgressCallback()
+
+
+def _quiet_meta_schedule_console() -> None:
+    """MetaSchedule logs to stdout and to work_dir/logs; keep only the files."""
+    for name in ("tvm.s_tir.meta_schedule",):
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                lg.removeHandler(h)
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+def open_database(work_dir: str, allow_missing: bool = True):
+    from tvm.s_tir.meta_schedule.database import JSONDatabase
+    return JSONDatabase(path_workload=os.path.join(work_dir, DB_WORKLOAD),
+                        path_tuning_record=os.path.join(work_dir, DB_RECORDS),
+                        allow_missing=allow_missing)
+
+
+def task_info(tasks) -> list[dict[str, Any]]:
+    return [{"name": t.task_name, "weight": int(t.weight)} for t in tasks]
+
+
+def light_tensor_intrin_import(cpu_arch: str = "x86") -> bool:
+    """Register only the CPU tensor intrinsics the schedule rules need.
+
+    TuneContext runs ``import tvm.s_tir.tensor_intrin``, whose ``__init__`` registers every
+    intrinsic (CUDA Tensor Cores above all; 15-60 s on 2 busy cores).  The x86 / ARM schedule
+    rules only look up their own architecture's intrinsics, so the package is put in
+    ``sys.modules`` without running its ``__init__`` and only ``x86`` (or ``arm_cpu``) is
+    imported from it.  Not done when the real package is already imported or for CUDA.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    import types
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return False
+    spec = importlib.util.find_spec(name)
+    pkg = types.ModuleType(name)
+    pkg.__path__ = list(spec.submodule_search_locations)
+    pkg.__package__ = name
+    pkg.__tvmflow_light__ = True
+    sys.modules[name] = pkg
+    importlib.import_module(f"{name}.{'arm_cpu' if cpu_arch == 'arm' else 'x86'}")
+    return True
+
+
+def search_strategy(population: int = 256, genetic_iters: int = 3):
+    """Evolutionary search, with a smaller population than the default 512 (2 cores)."""
+    from tvm.s_tir.meta_schedule.search_strategy import EvolutionarySearch
+    return EvolutionarySearch(population_size=population, genetic_num_iters=genetic_iters,
+                              init_min_unmeasured=min(50, population // 4))
+
+
+def run_tuning(tasks, work_dir: str, *, trials: int, trials_per_task: int | None,
+               per_round: int, seed: int, builder, runner, on_batch=None,
+               search_threads: int | str = "physical", stock: bool = False,
+               population: int = 256):
+    """Tune ``tasks`` (ExtractedTasks) into the JSONDatabase in ``work_dir``."""
+    from tvm.s_tir import meta_schedule as ms
+    if not tasks:
+        raise TvmflowError("the model has no tunable tasks")
+    target = tasks[0].target
+    if not stock and target.kind.name == "llvm":
+        triple = str(target.attrs.get("mtriple", "") or "")
+        light_tensor_intrin_import("arm" if triple.startswith(("aarch64", "arm")) else "x86")
+    strategy = "evolutionary" if stock else search_strategy(population)
+    ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        tasks, work_dir, seed=seed, num_threads=search_threads, strategy=strategy)
+    _quiet_meta_schedule_console()
+    callbacks = ms.measure_callback.MeasureCallback.create("default")
+    if on_batch is not None:
+        callbacks = list(callbacks) + [make_callback(on_batch)]
+    database = "json" if stock else open_database(work_dir)
+    return ms.tune_tasks(tasks=ctxs, task_weights=weights, work_dir=work_dir,
+                         max_trials_global=trials, max_trials_per_task=trials_per_task,
+                         num_trials_per_iter=per_round, builder=builder, runner=runner,
+                         database=database, cost_model="xgb", measure_callbacks=callbacks,
+                         task_scheduler="gradient")
+
+
+def tvm_version() -> str:
+    import tvm
+    return str(tvm.__version__)
+
+
+def has_local_cuda() -> bool:
+    import tvm
+    try:
+        return bool(tvm.cuda(0).exist)
+    except Exception:  # no CUDA runtime in this TVM build
+        return False

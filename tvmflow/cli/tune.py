@@ -1,0 +1,42 @@
+"""`tvmflow tune` (MetaSchedule into schedules/<target>/<variant>/) and `tvmflow schedules`."""
+
+import json
+
+import click
+
+from . import cli
+
+
+@cli.command("tune")
+@click.option("--target", "-t", default="host", show_default=True, help="Target preset name.")
+@click.option("--variant", "-v", default="all", show_default=True, help="Variant name, comma list or 'all'.")
+@click.option("--trials", default=256, show_default=True, help="Trial budget of each log (a rerun resumes up to it).")
+@click.option("--trials-per-task", type=int, default=None, help="Cap on trials per task.")
+@click.option("--per-round", default=32, show_default=True, help="Candidates measured per round.")
+@click.option("--seed", default=0, show_default=True, help="Search seed.")
+@click.option("--fresh", is_flag=True, help="Start over instead of resuming the log.")
+@click.option("--keep-best", type=int, default=None, help="After tuning keep only the best N records per task.")
+@click.option("--tracker", default=None, help="RPC tracker HOST:PORT (or $TVM_TRACKER_HOST/PORT).")
+@click.option("--key", default=None, help="RPC key of the board (or $TVM_TRACKER_KEY).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def tune_cmd(target, variant, trials, trials_per_task, per_round, seed, fresh, keep_best, tracker,
+             key, as_json):
+    """Auto-schedule variants with MetaSchedule (XGBoost cost model)."""
+    from ..registry import resolve_variants
+    from ..tune import tune_variants
+    res = tune_variants(resolve_variants(variant), target, quiet=as_json, trials=trials,
+                        trials_per_task=trials_per_task, per_round=per_round, seed=seed,
+                        fresh=fresh, keep_best=keep_best, tracker=tracker, key=key)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in res], indent=2))
+
+
+@cli.command("schedules")
+@click.option("--repair", is_flag=True, help="Drop corrupt (truncated) lines, keeping every good record.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def schedules_cmd(repair, as_json):
+    """List the tuning logs: trials, date, estimated latency."""
+    from ..schedules import list_schedules_report
+    rows = list_schedules_report(repair=repair, as_json=as_json)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))

@@ -1,0 +1,329 @@
+"""``tvmflow tune``: MetaSchedule (XGBoost cost model) into ``schedules/<target>/<variant>/``.
+
+``tune(variant, target, trials=...)`` imports the variant, runs the shared pipeline's
+:func:`~tvmflow.adapter.pipeline.prepare`, extracts the tasks and tunes them with tvmflow's
+fast builder (:mod:`tvmflow.adapter.tune`) into the log directory's JSON database.
+
+* ``trials`` is the budget of the log: a second tune resumes and runs ``trials - done``
+  more (``fresh=True`` starts over).  Every measured candidate is appended to the database
+  as it finishes, so Ctrl-C or a crash loses at most the batch in flight; a truncated last
+  line is repaired before the next run.
+* One tune per log directory at a time (filelock); a second one is refused with a message.
+* Runs measure locally, or on a board through an RPC tracker (``tracker="host:port"``,
+  ``key``); for a cross target each candidate is linked into a ``.so`` by the cross compiler.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import schedules
+from .errors import TvmflowError
+
+DEFAULT_SEED = 0
+DEFAULT_PER_ROUND = 32
+KEEP_BEST = 3
+
+
+@dataclass
+class TaskResult:
+    name: str
+    weight: int
+    trials: int
+    best_ms: float | None
+
+    @property
+    def weighted_ms(self) -> float | None:
+        return None if self.best_ms is None else self.best_ms * self.weight
+
+
+@dataclass
+class TuneResult:
+    variant: str
+    target: str
+    log_dir: Path
+    trials_before: int
+    trials_run: int
+    trials_total: int
+    valid: int
+    wall_s: float
+    tasks: list[TaskResult] = field(default_factory=list)
+    interrupted: bool = False
+    skipped: bool = False
+
+    @property
+    def est_total_ms(self) -> float | None:
+        known = [t.weighted_ms for t in self.tasks if t.weighted_ms is not None]
+        return sum(known) if known else None
+
+    @property
+    def trials_per_min(self) -> float:
+        return 60.0 * self.trials_run / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(variant=self.variant, target=self.target, log_dir=str(self.log_dir),
+                    trials_before=self.trials_before, trials_run=self.trials_run,
+                    trials_total=self.trials_total, valid=self.valid, wall_s=self.wall_s,
+                    est_total_ms=self.est_total_ms, interrupted=self.interrupted,
+                    skipped=self.skipped,
+                    tasks=[dict(name=t.name, weight=t.weight, trials=t.trials, best_ms=t.best_ms)
+                           for t in self.tasks])
+
+
+def resolve_tracker(tracker: str | None, key: str | None) -> tuple[str, int, str] | None:
+    """``--tracker``/``--key`` or TVM_TRACKER_HOST/PORT/KEY; None for local measurement."""
+    if tracker is None and os.environ.get("TVM_TRACKER_HOST"):
+        tracker = f"{os.environ['TVM_TRACKER_HOST']}:{os.environ.get('TVM_TRACKER_PORT', '9190')}"
+    if tracker is None:
+        return None
+    host, sep, port = tracker.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise TvmflowError(f"bad tracker address {tracker!r}: expected HOST:PORT, e.g. 127.0.0.1:9190")
+    key = key or os.environ.get("TVM_TRACKER_KEY")
+    if not key:
+        raise TvmflowError("--tracker needs --key (or TVM_TRACKER_KEY): the RPC key the board registered")
+    return host, int(port), key
+
+
+def _check_runnable(preset, rpc) -> None:
+    if rpc is not None:
+        return
+    if preset.is_cuda:
+        from .adapter.tune import has_local_cuda
+        if not has_local_cuda():
+            raise TvmflowError(f"cannot tune for {preset.name}: this machine has no CUDA GPU to "
+                               "measure candidates on",
+                               hint=f"pass --tracker HOST:PORT --key {preset.rpc_key} for a board "
+                                    "with the GPU")
+    elif preset.is_cross:
+        raise TvmflowError(f"cannot tune for {preset.name} ({preset.cpu_triple}) on this machine "
+                           "without a board", hint=f"pass --tracker HOST:PORT --key {preset.rpc_key}")
+
+
+def tune(variant: str, target: str = "host", *, trials: int = 256,
+         trials_per_task: int | None = None, per_round: int = DEFAULT_PER_ROUND,
+         seed: int = DEFAULT_SEED, fresh: bool = False, tracker: str | None = None,
+         key: str | None = None, root: Path | None = None, workers: int | None = None,
+         options=None, keep_best: int | None = None, frontend: str = "torch",
+         on_batch: Callable[[dict[str, Any]], None] | None = None,
+         on_start: Callable[[dict[str, Any]], None] | None = None) -> TuneResult:
+    """Tune one variant for one target preset; returns a :class:`TuneResult`."""
+    from .targets import get_target, host_cores
+    if trials < 1:
+        raise TvmflowError(f"--trials must be at least 1, got {trials}")
+    if per_round < 1:
+        raise TvmflowError(f"--per-round must be at least 1, got {per_round}")
+    preset = get_target(target)
+    rpc = resolve_tracker(tracker, key)
+    _check_runnable(preset, rpc)
+    from .registry import get_spec
+    spec = get_spec(variant)
+    log_dir = schedules.schedule_dir(preset.name, spec.name, root)
+    lk = schedules.lock(log_dir)
+    try:
+        return _tune_locked(spec, preset, log_dir, trials=trials, trials_per_task=trials_per_task,
+                            per_round=per_round, seed=seed, fresh=fresh, rpc=rpc,
+                            workers=workers or min(2, host_cores()) or 1, options=options,
+                            keep_best=keep_best, frontend=frontend, on_batch=on_batch,
+                            on_start=on_start)
+    finally:
+        lk.release()
+
+
+def _clear(log_dir: Path) -> None:
+    for name in (schedules.DB_WORKLOAD, schedules.DB_RECORDS, schedules.META):
+        (log_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(log_dir / "logs", ignore_errors=True)
+
+
+def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_round, seed, fresh,
+                 rpc, workers, options, keep_best, frontend, on_batch, on_start) -> TuneResult:
+    from .adapter import pipeline
+    from .adapter import tune as ad
+    from .frontend import import_model
+
+    if fresh:
+        _clear(log_dir)
+    repaired = schedules.repair(log_dir)
+    meta = schedules.read_meta(log_dir)
+    if meta:
+        if meta.get("target") and schedules._target_mismatch(preset.target, meta["target"]):
+            raise TvmflowError(f"{log_dir} holds records for another target "
+                               f"({meta['target']}); this target is {preset.target}",
+                               hint="pass --fresh to start over")
+        if meta.get("pipeline") and options is not None and meta["pipeline"] != options.to_json():
+            raise TvmflowError(f"{log_dir} was tuned with pipeline {meta['pipeline']}, not "
+                               f"{options.to_json()}", hint="pass --fresh to start over")
+    opts = options or pipeline.PipelineOptions.from_json(meta.get("pipeline"))
+    done = max(int(meta.get("trials", 0)), 0)
+    if not meta:
+        done = schedules.record_count(log_dir)
+
+    model = import_model(spec.name, frontend=frontend)
+    tgt = preset.tvm_target()
+    mod = pipeline.prepare(model.mod, tgt, opts)
+    tasks = pipeline.extract_tasks(mod, tgt, prepared=True)
+    names = [t.task_name for t in tasks]
+    weights = {t.task_name: int(t.weight) for t in tasks}
+    n_trials_task: dict[str, int] = dict(meta.get("task_trials", {}))
+    best_ms: dict[str, float] = {k: v for k, v in (meta.get("best_ms") or {}).items() if v}
+    remaining = trials - done
+    wall_before = float(meta.get("wall_s", 0.0))
+    meta.update(target=dict(preset.target), target_name=preset.name, variant=spec.name,
+                tvm_version=ad.tvm_version(), mcpu=preset.target.get("mcpu"),
+                pipeline=opts.to_json(), seed=seed, per_round=per_round,
+                n_tasks=len(tasks), tasks=names, weights=weights, frontend=frontend,
+                measured_on=(f"rpc {rpc[0]}:{rpc[1]} key {rpc[2]}" if rpc else "local"),
+                detected=preset.detected)
+    meta.setdefault("created", schedules.now_iso())
+    result = TuneResult(spec.name, preset.name, log_dir, done, 0, done, 0, 0.0)
+    if repaired is not None and not repaired.ok:
+        meta["repaired"] = meta.get("repaired", []) + [f"{schedules.now_iso()}: {repaired.describe()}"]
+
+    def finish(interrupted: bool, wall: float):
+        # the database is the ground truth for what was kept
+        meta["trials"] = result.trials_total
+        meta["wall_s"] = round(wall_before + wall, 1)
+        meta["task_trials"] = n_trials_task
+        meta["best_ms"] = best_ms
+        tuned = [n for n in names if best_ms.get(n)]
+        meta["n_tuned_tasks"] = len(tuned)
+        meta["est_total_ms"] = (round(sum(best_ms[n] * weights[n] for n in tuned), 4)
+                                if tuned else None)
+        meta["records"] = schedules.record_count(log_dir)
+        meta["updated"] = schedules.now_iso()
+        meta["interrupted"] = interrupted
+        schedules.write_meta(log_dir, meta)
+        result.tasks = [TaskResult(n, weights[n], n_trials_task.get(n, 0), best_ms.get(n))
+                        for n in names]
+
+    if remaining <= 0:
+        result.skipped = True
+        finish(False, 0.0)
+        return result
+
+    if on_start:
+        on_start({"tasks": names, "budget": trials, "done": done, "remaining": remaining,
+                  "log_dir": str(log_dir), "best_ms": dict(best_ms), "weights": weights})
+    t0 = time.time()
+
+    def batch(info: dict[str, Any]) -> None:
+        name = info["task_name"]
+        result.trials_run += info["n"]
+        result.trials_total += info["n"]
+        result.valid += info["valid"]
+        n_trials_task[name] = n_trials_task.get(name, 0) + info["n"]
+        if info["best_s"] is not None:
+            ms_ = info["best_s"] * 1e3
+            if name not in best_ms or ms_ < best_ms[name]:
+                best_ms[name] = ms_
+        result.wall_s = time.time() - t0
+        finish(False, result.wall_s)  # meta.json follows the database batch by batch
+        if on_batch:
+            est = sum(best_ms[n] * weights[n] for n in names if n in best_ms) or None
+            on_batch(dict(info, done=result.trials_total, budget=trials, est_total_ms=est,
+                          tuned_tasks=sum(1 for n in names if n in best_ms), n_tasks=len(names)))
+
+    cross = preset.cross_compiler if preset.is_cross else None
+    builder = ad.make_builder(max_workers=workers, timeout_sec=60.0,
+                              export="so" if rpc else "tar", cross_compiler=cross)
+    runner = (ad.make_rpc_runner(*rpc) if rpc else ad.make_local_runner())
+    interrupted = False
+    try:
+        ad.run_tuning(tasks, str(log_dir), trials=remaining, trials_per_task=trials_per_task,
+                      per_round=per_round, seed=seed, builder=builder, runner=runner,
+                      on_batch=batch)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    except TvmflowError:
+        raise
+    except Exception as exc:  # a TVM error that surfaced from our own callback's interrupt
+        if "KeyboardInterrupt" in f"{type(exc).__name__}: {exc}":
+            interrupted = True
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        builder.shutdown()
+        result.interrupted = interrupted
+        result.wall_s = time.time() - t0
+        finish(interrupted, result.wall_s)
+    if keep_best:
+        schedules.compact(log_dir, keep_best)
+        finish(False, result.wall_s)
+    return result
+
+
+# --------------------------------------------------------------------------- terminal
+
+
+class TuneProgress:
+    """A rich progress bar: trials done / budget, current task, best estimated latency."""
+
+    def __init__(self, console=None):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+        from .ui import console as default_console
+        self.progress = Progress(TextColumn("[bold]{task.fields[label]}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                                 TimeElapsedColumn(), console=console or default_console,
+                                 transient=False)
+        self.task = None
+
+    def start(self, info: dict[str, Any], label: str) -> None:
+        est = sum(info["best_ms"].get(n, 0) * info["weights"][n] for n in info["tasks"]) or None
+        self.progress.start()
+        self.task = self.progress.add_task("tune", total=info["budget"], completed=info["done"],
+                                           label=label, status=self._status("-", est, None))
+
+    @staticmethod
+    def _status(task: str, est: float | None, tuned: str | None) -> str:
+        e = f"{est:.3f} ms" if est else "n/a"
+        t = f" ({tuned} tasks)" if tuned else ""
+        return f"task {task[:38]:38s} best est. {e}{t}"
+
+    def batch(self, info: dict[str, Any]) -> None:
+        self.progress.update(self.task, completed=min(info["done"], info["budget"]),
+                             status=self._status(info["task_name"], info["est_total_ms"],
+                                                 f"{info['tuned_tasks']}/{info['n_tasks']}"))
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def tune_variants(variants: list[str], target: str, *, quiet: bool = False, **kw) -> list[TuneResult]:
+    """Tune several variants in turn, with a progress bar and a per-task table each."""
+    from .ui import console, print_table
+    results = []
+    for v in variants:
+        bar = None if quiet else TuneProgress()
+        try:
+            res = tune(v, target, on_start=(bar and (lambda info, v=v: bar.start(info, f"{target}/{v}"))),
+                       on_batch=(bar and bar.batch), **kw)
+        finally:
+            if bar is not None and bar.task is not None:
+                bar.stop()
+        results.append(res)
+        if not quiet:
+            print_task_table(res)
+            if res.skipped:
+                console.print(f"{target}/{v}: {res.trials_total} trials already done "
+                              f"(budget {kw.get('trials')}); raise --trials to tune more")
+    return results
+
+
+def print_task_table(res: TuneResult) -> None:
+    from .ui import console, print_table
+    rows = [[t.name, t.weight, t.trials, "-" if t.best_ms is None else f"{t.best_ms:.4f}",
+             "-" if t.weighted_ms is None else f"{t.weighted_ms:.4f}"] for t in res.tasks]
+    est = res.est_total_ms
+    rows.append(["total", "", res.trials_total, "", "-" if est is None else f"{est:.4f}"])
+    print_table(f"{res.target}/{res.variant}: {res.trials_run} trials this run "
+                f"({res.valid} valid, {res.trials_per_min:.0f}/min), {res.trials_total} in the log",
+                ["task", "weight", "trials", "best ms", "weighted ms"], rows)
+    console.print(f"log: {res.log_dir}")
