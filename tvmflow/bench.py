@@ -37,7 +37,7 @@ import numpy as np
 
 from .errors import TvmflowError
 from .report import BenchReport, VariantResult, check_outputs
-from .session import Route, open_session
+from .session import Route, open_session, preflight
 
 Say = Callable[[str], None]
 
@@ -436,6 +436,8 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
         out_dir = default_out_dir(command, preset.name)
     check_outputs(out_dir, force)
     names = resolve_variants(variants)
+    opts = options or BenchOptions()
+    preflight(route, opts.timeout)   # an unreachable board fails before the compile
     modules = [ensure_module(v, preset.name, seed=seed, say=say) for v in names]
     return run(preset.name, modules, route, command=command, options=options, out_dir=out_dir,
                force=force, say=say)

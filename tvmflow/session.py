@@ -76,6 +76,38 @@ def resolve_route(*, via: str | None = None, rpc: str | None = None, tracker: st
     return Route("local" if via == "local" else "local-rpc")
 
 
+def preflight(route: Route, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Fail fast (before compiling) when the server or tracker is unreachable or the key
+    has no board; bounded by ``timeout``.  Local routes need nothing."""
+    import socket
+    import time
+    from .adapter import rpc
+    if route.mode not in ("rpc", "tracker"):
+        return
+    host, port = rpc.parse_hostport(route.address)
+    if route.mode == "rpc":
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as exc:
+            why = "connection refused" if isinstance(exc, ConnectionRefusedError) else (str(exc) or "timed out")
+            raise TvmflowError(f"cannot reach the RPC server at {host}:{port} ({why})",
+                               hint="check the address, or start one with `python -m "
+                                    "tvm.exec.rpc_server --host 127.0.0.1 --port 9090`") from None
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        summary = rpc.tracker_summary(host, port, timeout=max(0.5, deadline - time.monotonic()))
+        if rpc.servers_under(summary, route.key):
+            return
+        if time.monotonic() >= deadline:
+            known = sorted({s["key"] for s in summary["servers"]})
+            raise TvmflowError(
+                f"no RPC server is registered under key {route.key!r} at the tracker "
+                f"{route.address} (waited {timeout:g} s; keys there: {', '.join(known) or 'none'})",
+                hint="start the board (`tvmflow board start`) or pass the key it registered with")
+        time.sleep(0.25)
+
+
 @contextlib.contextmanager
 def open_session(route: Route, *, device_kind: str = "cpu", timeout: float = DEFAULT_TIMEOUT,
                  log_dir=None) -> Iterator:

@@ -76,12 +76,18 @@ class RuntimeSession:
     _loaded: int = field(default=0, repr=False)
 
     @property
+    def where(self) -> str:
+        if self.mode == "tracker":
+            return f"the board under key {self.key!r} (tracker {self.address})"
+        return f"the RPC server {self.address}" if self.is_remote else "this machine"
+
+    @property
     def is_remote(self) -> bool:
         return self.remote is not None
 
     def _guard(self, what: str):
         if self.is_remote:
-            return rpc.remote_errors(f"{what} on the RPC server {self.address}")
+            return rpc.remote_errors(f"{what} on {self.where}")
         return _local_errors(what)
 
     def device(self):
@@ -126,9 +132,8 @@ class RuntimeSession:
         server = self.arch()
         module = elf_arch(path) or normalize_arch(expected)
         if server and module and server != module:
-            where = f"the RPC server {self.address}" if self.is_remote else "this machine"
             raise TvmflowError(
-                f"module {Path(path).name} is built for {module} but {where} is {server}",
+                f"module {Path(path).name} is built for {module} but {self.where} is {server}",
                 hint="compile for the board's target (e.g. --target rpi4 for an aarch64 board) "
                      "or connect to a board of that architecture")
         return server

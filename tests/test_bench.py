@@ -1,0 +1,227 @@
+"""``tvmflow bench``: local and RPC runs end to end, and every fault with a clear error.
+
+Real tracker + servers on 127.0.0.1 (tvmflow.adapter.rpc); modules compiled once per module
+by tvmflow compile into a private artifacts directory.  Few repeats, no timed assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tvmflow.adapter import rpc
+from tvmflow.errors import TvmflowError
+
+FAST = ["--warmup", "1", "--min-repeats", "4", "--min-time", "0", "--rounds", "2"]
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """TVMFLOW_ARTIFACTS_DIR with host modules of pruned-a8 and pruned (compiled once)."""
+    directory = tmp_path_factory.mktemp("artifacts")
+    old = os.environ.get("TVMFLOW_ARTIFACTS_DIR")
+    os.environ["TVMFLOW_ARTIFACTS_DIR"] = str(directory)
+    try:
+        from tvmflow.compile import compile as compile_variant
+        for variant in ("pruned-a8", "pruned"):
+            compile_variant(variant, "host")
+        yield directory
+    finally:
+        if old is None:
+            os.environ.pop("TVMFLOW_ARTIFACTS_DIR", None)
+        else:
+            os.environ["TVMFLOW_ARTIFACTS_DIR"] = old
+
+
+def _env(artifacts=None, **extra):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TVMFLOW_MODEL_PATH", "TVM_TRACKER_HOST", "TVM_TRACKER_PORT", "TVM_TRACKER_KEY")}
+    env["COLUMNS"] = "200"
+    if artifacts is not None:
+        env["TVMFLOW_ARTIFACTS_DIR"] = str(artifacts)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def cli(*args, artifacts=None, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "tvmflow", *map(str, args)],
+                          env=env or _env(artifacts), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def test_bench_local_checks_output_and_records_everything(artifacts, tmp_path):
+    out = tmp_path / "out"
+    r = cli("bench", "-v", "pruned-a8", "--via", "local", *FAST, "-o", out, artifacts=artifacts)
+    assert r.returncode == 0, r.stderr
+    assert "First run pruned-a8: TVM" in r.stdout
+    assert "compiling" not in r.stderr             # the fixture's module is fresh: reused
+    for name in ("report.json", "report.csv", "report.md", "report.png"):
+        assert (out / name).is_file()
+    assert not (out / "report.partial.json").exists()
+    rep = _report(out)
+    res = rep["results"][0]
+    assert res["variant"] == "pruned-a8"
+    assert res["check"]["ok"] is True and res["check"]["max_abs_err"] <= 1e-4
+    assert set(res["latency"]) == {"tvm", "torch", "onnxruntime"}       # same-run baselines
+    for kind, lat in res["latency"].items():
+        assert lat["n"] == len(lat["samples"]) >= 4, kind
+        assert lat["p50_ci95"][0] <= lat["p50"] <= lat["p50_ci95"][1]
+    assert res["first_run"]["tvm"]["was_first_call"] is True
+    assert res["runners"]["torch"]["threads"] == rep["environment"]["target_dict"]["num-cores"]
+    env = rep["environment"]
+    for key in ("tvmflow", "tvm", "torch", "onnxruntime", "cpu", "gpu", "target_dict", "host",
+                "emulated", "trials", "seeds"):
+        assert key in env, key
+    assert env["route_mode"] == "local" and env["emulated"] is False
+    assert env["trials"] == {"pruned-a8": res["trials"]}
+
+
+def test_bench_compiles_a_missing_module(tmp_path):
+    arts = tmp_path / "arts"
+    out = tmp_path / "out"
+    r = cli("bench", "-v", "pruned-a8", "--via", "local", "--no-baselines", *FAST, "-o", out,
+            artifacts=arts)
+    assert r.returncode == 0, r.stderr
+    assert "compiling pruned-a8 for host (not compiled yet)" in r.stderr
+    assert (arts / "host" / "pruned-a8.so").is_file()
+    assert _report(out)["results"][0]["module"] == str(arts / "host" / "pruned-a8.so")
+
+
+def test_bench_through_tracker_key_from_environment(artifacts, tmp_path):
+    out = tmp_path / "out"
+    with rpc.local_rpc(1, key="bench-test") as cluster:
+        env = _env(artifacts, TVM_TRACKER_HOST=cluster.tracker_host,
+                   TVM_TRACKER_PORT=cluster.tracker_port, TVM_TRACKER_KEY="bench-test")
+        r = cli("bench", "-v", "pruned-a8", "--no-baselines", *FAST, "-o", out, env=env)
+    assert r.returncode == 0, r.stderr
+    env = _report(out)["environment"]
+    assert env["route_mode"] == "tracker" and env["server_arch"] == "x86_64"
+    assert "bench-test" in env["route"]
+
+
+def test_bench_direct_rpc_server(artifacts, tmp_path):
+    out = tmp_path / "out"
+    server = rpc.start_server()
+    try:
+        r = cli("bench", "-v", "pruned-a8", "--rpc", server.address, "--no-baselines", *FAST,
+                "-o", out, artifacts=artifacts)
+    finally:
+        server.stop()
+    assert r.returncode == 0, r.stderr
+    assert _report(out)["environment"]["route_mode"] == "rpc"
+
+
+def test_unreachable_server_is_a_clear_error(artifacts, tmp_path):
+    port = rpc.find_free_port()
+    r = cli("bench", "-v", "pruned-a8", "--rpc", f"127.0.0.1:{port}", "--timeout", "3",
+            "-o", tmp_path / "out", artifacts=artifacts, timeout=120)
+    assert r.returncode == 2
+    assert f"Error: cannot reach the RPC server at 127.0.0.1:{port} (connection refused)" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unreachable_tracker_is_a_clear_error(artifacts, tmp_path):
+    port = rpc.find_free_port()
+    r = cli("bench", "-v", "pruned-a8", "--tracker", f"127.0.0.1:{port}", "--key", "k",
+            "--timeout", "3", "-o", tmp_path / "out", artifacts=artifacts, timeout=120)
+    assert r.returncode == 2
+    assert f"cannot reach the RPC tracker at 127.0.0.1:{port}" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_no_board_under_the_key(artifacts, tmp_path):
+    with rpc.local_rpc(1, key="other-board") as cluster:
+        r = cli("bench", "-v", "pruned-a8", "--tracker", cluster.tracker_address, "--key",
+                "missing", "--timeout", "2", "-o", tmp_path / "out", artifacts=artifacts,
+                timeout=120)
+    assert r.returncode == 2
+    assert "no RPC server is registered under key 'missing'" in r.stderr
+    assert "keys there: other-board" in r.stderr
+
+
+def test_module_for_another_arch_is_refused_before_upload(tmp_path):
+    from tvmflow.bench import BenchOptions, ModuleRef, run
+    from tvmflow.session import Route
+    so = rpc.build_add_module(tmp_path / "add-aarch64.so", rpc.AARCH64_TARGET,
+                              cross_cc="aarch64-linux-gnu-gcc")
+    with rpc.local_rpc(1, key="x86-board") as cluster:
+        route = Route("tracker", cluster.tracker_address, "x86-board")
+        with pytest.raises(TvmflowError) as info:
+            run("host", [ModuleRef("pruned-a8", so, arch="aarch64")], route,
+                options=BenchOptions(warmup=1, min_repeats=2, min_time=0, rounds=1))
+    msg = str(info.value)
+    assert "add-aarch64.so is built for aarch64 but the board under key 'x86-board'" in msg
+    assert msg.split(" (tracker ")[1].split(")")[1].startswith(" is x86_64")
+    assert "compile for the board's target" in msg
+
+
+def test_cross_target_needs_a_board(tmp_path):
+    r = cli("bench", "--target", "rpi4", "-v", "pruned-a8", "--via", "local",
+            "-o", tmp_path / "out")
+    assert r.returncode == 2
+    assert "target rpi4 runs on aarch64, not on this machine" in r.stderr
+
+
+def test_wrong_module_fails_the_output_check(artifacts):
+    from tvmflow.bench import BenchOptions, ModuleRef, run
+    from tvmflow.session import Route
+    wrong = ModuleRef("pruned", artifacts / "host" / "pruned-a8.so", arch="x86_64")
+    with pytest.raises(TvmflowError, match="pruned: the output on the device differs from PyTorch"):
+        run("host", [wrong], Route("local"), options=BenchOptions(baselines=False))
+
+
+def test_existing_report_is_not_overwritten_without_force(artifacts, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{\"keep\": 1}")
+    r = cli("bench", "-v", "pruned-a8", "--via", "local", "-o", out, artifacts=artifacts)
+    assert r.returncode == 2
+    assert "already holds a report (report.json); refusing to overwrite it" in r.stderr
+    assert "--force" in r.stderr
+    assert (out / "report.json").read_text() == "{\"keep\": 1}"
+
+
+def test_board_dying_mid_bench_keeps_partial_results(artifacts, tmp_path):
+    out = tmp_path / "out"
+    partial = out / "report.partial.json"
+    with rpc.local_rpc(1, key="doomed") as cluster:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tvmflow", "bench", "-v", "pruned-a8", "--tracker",
+             cluster.tracker_address, "--key", "doomed", "--no-baselines", "--warmup", "1",
+             "--rounds", "400", "--min-repeats", "800", "--min-time", "0", "-o", str(out)],
+            env=_env(artifacts), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    data = json.loads(partial.read_text())
+                    if data["results"] and data["results"][0]["latency"].get("tvm", {}).get("n"):
+                        break
+                except (OSError, ValueError, KeyError):
+                    pass
+                time.sleep(0.2)
+            assert proc.poll() is None, proc.communicate()
+            cluster.servers[0].stop()              # the board dies
+            _, stderr = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 2
+    assert "Error: pruned-a8.so: timing failed on the board under key 'doomed'" in stderr
+    assert f"the partial results measured so far are in {partial}" in stderr
+    assert "Traceback" not in stderr
+    data = json.loads(partial.read_text())
+    assert data["partial"] is True and "timing failed" in data["error"]
+    assert data["results"][0]["latency"]["tvm"]["n"] >= 2
+    assert not (out / "report.json").exists()
