@@ -1,0 +1,142 @@
+"""Tuning-log files: integrity check, repair, compact, listing, load_for_compile refusals.
+
+These use small synthetic logs in MetaSchedule's JSON-lines format (no tuning), so they run
+in seconds; test_tune.py covers logs written by real tunes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tvmflow import schedules as S
+from tvmflow.errors import TvmflowError
+from tvmflow.targets import get_target
+
+TARGET = {"keys": ["cpu"], "kind": "llvm", "mcpu": "x86-64-v4", "num-cores": 2, "tag": ""}
+
+
+def _rec(wl: int, secs: float, target=None) -> list:
+    return [wl, [[["trace", secs]], [secs], target or TARGET, [["TENSOR", "float32", [1, 8]]]]]
+
+
+def _write(log_dir: Path, n_wl: int = 2, recs=None, meta=None, tail: str = "") -> Path:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / S.DB_WORKLOAD).write_text("".join(json.dumps([str(1000 + i), f"wl{i}"]) + "\n"
+                                                 for i in range(n_wl)))
+    recs = recs if recs is not None else [_rec(i % n_wl, 1e-3 * (i + 1)) for i in range(10)]
+    (log_dir / S.DB_RECORDS).write_text("".join(json.dumps(r) + "\n" for r in recs) + tail)
+    if meta is not None:
+        S.write_meta(log_dir, meta)
+    return log_dir
+
+
+def _preset():
+    return get_target("host")
+
+
+def _meta(preset, variant="pruned-a8", **kw):
+    m = {"target": dict(preset.target), "variant": variant, "trials": 10,
+         "mcpu": preset.target.get("mcpu"), "est_total_ms": 0.5, "n_tasks": 2, "n_tuned_tasks": 2}
+    m.update(kw)
+    return m
+
+
+def test_truncated_last_line_is_detected_and_repaired(tmp_path):
+    d = _write(tmp_path / "host" / "v", tail=json.dumps(_rec(0, 5e-4))[:37])  # crash mid-line
+    before = S.check(d)
+    assert not before.ok and before.records == 10 and before.bad_record_lines == [11]
+    S.repair(d)
+    after = S.check(d)
+    assert after.ok and after.records == 10
+    # every good record is still there, byte for byte
+    kept = [json.loads(line) for line in (d / S.DB_RECORDS).read_text().splitlines()]
+    assert kept == [_rec(i % 2, 1e-3 * (i + 1)) for i in range(10)]
+
+
+def test_record_pointing_past_workloads_is_dropped(tmp_path):
+    d = _write(tmp_path / "x", recs=[_rec(0, 1e-3), _rec(5, 1e-3)])
+    assert not S.check(d).ok
+    S.repair(d)
+    assert S.check(d).ok and S.record_count(d) == 1
+
+
+def test_compact_keeps_best_per_workload(tmp_path):
+    recs = [_rec(i % 2, 1e-3 * (10 - i)) for i in range(10)] + [_rec(0, 1e10)]  # 1e10: failed
+    d = _write(tmp_path / "c", recs=recs)
+    before, after = S.compact(d, keep=2)
+    assert (before, after) == (11, 4)
+    kept = [json.loads(line) for line in (d / S.DB_RECORDS).read_text().splitlines()]
+    by_wl = {}
+    for r in kept:
+        by_wl.setdefault(r[0], []).append(r[1][1][0])
+    assert by_wl == {0: pytest.approx([2e-3, 4e-3]), 1: pytest.approx([1e-3, 3e-3])}
+
+
+def test_lock_refuses_a_second_holder(tmp_path):
+    first = S.lock(tmp_path / "l")
+    try:
+        with pytest.raises(TvmflowError, match="another tune is writing"):
+            S.lock(tmp_path / "l")
+    finally:
+        first.release()
+    S.lock(tmp_path / "l").release()  # free again
+
+
+def test_load_for_compile_without_log(tmp_path):
+    db, info = S.load_for_compile(_preset(), "pruned-a8", root=tmp_path)
+    assert db is None and "no tuning log" in info["reason"]
+
+
+def test_load_for_compile_refuses_corrupt_log(tmp_path):
+    p = _preset()
+    _write(S.schedule_dir("host", "pruned-a8", tmp_path), meta=_meta(p), tail='[0, [[["tr')
+    with pytest.raises(TvmflowError, match="corrupt"):
+        S.load_for_compile(p, "pruned-a8", root=tmp_path)
+
+
+def test_load_for_compile_refuses_other_mcpu(tmp_path):
+    p = _preset()
+    other = replace(p, target={**p.target, "mcpu": "znver5"})
+    _write(S.schedule_dir("host", "pruned-a8", tmp_path), meta=_meta(p))
+    with pytest.raises(TvmflowError, match=r"mcpu 'x86-64-v4' \(this target: 'znver5'\).*illegal instruction"):
+        S.load_for_compile(other, "pruned-a8", root=tmp_path)
+
+
+def test_load_for_compile_refuses_records_of_other_mcpu(tmp_path):
+    """meta.json may agree while the records themselves were tuned for another CPU."""
+    p = _preset()
+    recs = [_rec(0, 1e-3), _rec(1, 1e-3, {**TARGET, "mcpu": "cortex-a72"})]
+    _write(S.schedule_dir("host", "pruned-a8", tmp_path), recs=recs, meta=_meta(p))
+    with pytest.raises(TvmflowError, match="records tuned for another target.*cortex-a72"):
+        S.load_for_compile(p, "pruned-a8", root=tmp_path)
+
+
+def test_load_for_compile_refuses_other_variant(tmp_path):
+    p = _preset()
+    _write(S.schedule_dir("host", "pruned-a8", tmp_path), meta=_meta(p, variant="original"))
+    with pytest.raises(TvmflowError, match="variant 'original'"):
+        S.load_for_compile(p, "pruned-a8", root=tmp_path)
+
+
+def test_schedules_cli_lists_and_repairs(tmp_path):
+    p = _preset()
+    _write(S.schedule_dir("host", "pruned-a8", tmp_path), meta=_meta(p), tail='[1, [')
+    env = {**os.environ, "TVMFLOW_SCHEDULES": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "tvmflow", "schedules", "--json"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [(r["target"], r["variant"], r["trials"]) for r in rows] == [("host", "pruned-a8", 10)]
+    assert rows[0]["integrity"].startswith("corrupt")
+    out = subprocess.run([sys.executable, "-m", "tvmflow", "schedules", "--repair", "--json"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["integrity"] == "ok"
+    assert json.loads(out.stdout)[0]["records"] == 10
