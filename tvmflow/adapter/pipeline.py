@@ -197,11 +197,13 @@ def build(mod, target, database=None, *, options: PipelineOptions | None = None,
     tasks = extract_tasks(mod, tgt, prepared=True)
     cov = coverage(tasks, tgt, database)
     if database is not None and cov["tuned"]:
-        after = [relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
-        if options.prepack:
-            after += [relax.transform.SplitLayoutRewritePreproc(),
-                      relax.transform.LiftTransformParams(), relax.transform.FoldConstant()]
+        # MetaScheduleApplyDatabase reads Target.current() when it is constructed: build the
+        # passes inside the target context
         with tgt, database, tvm.transform.PassContext(opt_level=3):
+            after = [relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
+            if options.prepack:
+                after += [relax.transform.SplitLayoutRewritePreproc(),
+                          relax.transform.LiftTransformParams(), relax.transform.FoldConstant()]
             mod = tvm.transform.Sequential(after)(mod)
     with tvm.transform.PassContext(opt_level=3):
         executable = tvm.compile(mod, target=tgt)
