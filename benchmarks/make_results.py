@@ -39,7 +39,11 @@ def _say(msg: str) -> None:
 
 
 def measure(args) -> None:
+    import os
     sys.path.insert(0, str(ROOT))
+    if args.schedules:  # a log root of its own: every variant tuned with the same budget
+        os.environ["TVMFLOW_SCHEDULES"] = str(Path(args.schedules).resolve())
+        os.environ["TVMFLOW_ARTIFACTS_DIR"] = str(Path(args.schedules).resolve() / "artifacts")
     from tvmflow.profile import compare_profiles, write_json
     from tvmflow.sweep import sweep
     OUT.mkdir(parents=True, exist_ok=True)
@@ -97,7 +101,8 @@ def render() -> str:
     trials = sweep["trials"]
     budget = ("the tuned schedules in `schedules/host/` where they exist (no tuning in the run)"
               if trials is None else "TVM's default schedules (no tuning)" if trials == 0
-              else f"{trials} MetaSchedule trials per variant, tuned in the run")
+              else f"every variant tuned in the run with the same budget, {trials} MetaSchedule "
+              "trials (XGBoost cost model), into a tuning-log root of its own (`--schedules`)")
     png = (SWEEP_DIR / "sweep.png").relative_to(ROOT)
     return f"""# Results
 
@@ -150,9 +155,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=None,
                     help="tune each variant with N trials first (default: existing schedules)")
+    ap.add_argument("--schedules", default=None,
+                    help="tuning log root for this run (TVMFLOW_SCHEDULES; modules go to its "
+                         "artifacts/): with --trials, all variants get the same budget")
     ap.add_argument("--align", default="1,2,4,8,16,32")
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--repeat", type=int, default=25)
+    ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--profile-rounds", type=int, default=30)
     ap.add_argument("--skip-sweep", action="store_true")
     ap.add_argument("--skip-profile", action="store_true")
