@@ -181,15 +181,19 @@ def _gpu() -> str:
 
 
 def _emulated_board(route: Route) -> bool:
-    """Whether the route's key/address belongs to a running emulated board."""
+    """Whether the route leads to a running emulated board (``tvmflow board start``)."""
+    def norm(addr: str | None) -> str | None:
+        if not addr:
+            return None
+        host, _, port = addr.rpartition(":")
+        return f"{'127.0.0.1' if host in ('localhost', '::1') else host}:{port}"
     try:
         from . import board
         for info in board.running_boards():
-            d = info.to_dict()
-            if route.key and d.get("key") == route.key:
+            if route.mode == "tracker" and info.key == route.key and \
+                    norm(info.tracker) == norm(route.address):
                 return True
-            if route.address and route.address in {str(d.get("address")),
-                                                   f"{d.get('host')}:{d.get('port')}"}:
+            if route.mode == "rpc" and norm(f"{info.host}:{info.port}") == norm(route.address):
                 return True
     except Exception:  # board state unreadable: not emulated as far as we can tell
         return False
