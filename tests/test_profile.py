@@ -93,3 +93,10 @@ def test_cli_cross_target_refused(run_cli):
     proc = run_cli("profile", "--target", "rpi4", "--variant", "pruned")
     assert proc.returncode == 2
     assert "Error: profile runs on this machine" in proc.stderr
+
+
+def test_cli_cuda_without_gpu_fails_before_compiling(run_cli):
+    proc = run_cli("profile", "--target", "cuda", "--variant", "pruned", timeout=120)
+    assert proc.returncode == 2
+    assert "Error: no CUDA device on this machine" in proc.stderr
+    assert "compiling" not in proc.stderr

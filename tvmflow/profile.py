@@ -389,6 +389,7 @@ def profile_many(variants: list[str | VariantSpec] | list[Built], target="host",
         raise TvmflowError(f"profile runs on this machine; target {preset.name!r} is for "
                            f"{preset.cpu_triple}",
                            hint="profile --target host, or a CUDA target on a machine with the GPU")
+    ap.device(preset.device)  # no such device here: fail before the slow compile
     built = [b if isinstance(b, Built) else build_for_profile(b, preset, seed=seed, tuned=tuned,
                                                              on_step=on_step) for b in variants]
     states = []
