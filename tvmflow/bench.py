@@ -253,6 +253,14 @@ class _TvmRunner:
         pass
 
 
+def _device_is_this_machine(route: Route) -> bool:
+    """Baselines run in this process: only comparable when the device is this machine."""
+    from .adapter.rpc import is_loopback, parse_hostport
+    if route.mode in ("local", "local-rpc"):
+        return True
+    return is_loopback(parse_hostport(route.address)[0])
+
+
 def _check_output(got: np.ndarray, ref: np.ndarray, opts: BenchOptions, variant: str) -> dict:
     if got.shape != ref.shape:
         raise TvmflowError(f"{variant}: the module's output has shape {got.shape}, PyTorch's "
@@ -299,7 +307,8 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
                          created=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                          seed=modules[0].seed if opts.seed is None else opts.seed)
     report.environment = environment(preset, route)
-    host_baselines = opts.baselines and preset.device == "cpu" and not preset.is_cross
+    host_baselines = (opts.baselines and preset.device == "cpu" and not preset.is_cross
+                      and _device_is_this_machine(route))
     threads = int(preset.target.get("num-cores") or 1)
     runners_per_variant: dict[str, list] = {}
     partial_path = None
@@ -322,6 +331,12 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
                 report.results.append(result)
                 runners_per_variant[mod.variant] = _prepare_variant(
                     mod, spec, sess, result, opts, host_baselines, threads, say)
+            report.environment["baselines"] = (
+                f"PyTorch eager + ONNX Runtime in the host process, {threads} threads"
+                if host_baselines else "off (" + (
+                    "--no-baselines" if not opts.baselines else
+                    "not a host CPU target" if preset.device != "cpu" or preset.is_cross else
+                    "the device is not this machine") + ")")
             report.environment["trials"] = {m.variant: m.trials for m in modules}
             report.environment["seeds"] = {m.variant: m.seed for m in modules}
             save_partial()
@@ -334,6 +349,8 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
                 partial_path = report.save_partial(out_dir)
                 raise TvmflowError(f"{exc.message}; the partial results measured so far are in "
                                    f"{partial_path}", hint=exc.hint) from None
+        elif partial_path is not None:        # nothing measured: no partial report to keep
+            Path(partial_path).unlink(missing_ok=True)
         raise
     except KeyboardInterrupt:
         report.partial, report.error = True, "interrupted"
