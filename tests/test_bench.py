@@ -225,3 +225,34 @@ def test_board_dying_mid_bench_keeps_partial_results(artifacts, tmp_path):
     assert data["partial"] is True and "timing failed" in data["error"]
     assert data["results"][0]["latency"]["tvm"]["n"] >= 2
     assert not (out / "report.json").exists()
+
+
+def test_route_resolution_order():
+    from tvmflow.session import resolve_route
+    env = {"TVM_TRACKER_HOST": "127.0.0.1", "TVM_TRACKER_PORT": "9000", "TVM_TRACKER_KEY": "k"}
+    assert resolve_route(environ={}).mode == "local"
+    assert resolve_route(environ={}, default_via="rpc").mode == "local-rpc"
+    r = resolve_route(environ=env, default_key="rpi4")
+    assert (r.mode, r.address, r.key) == ("tracker", "127.0.0.1:9000", "k")
+    assert resolve_route(environ=env, via="local").mode == "local"          # explicit wins
+    r = resolve_route(environ=env, rpc="10.0.0.2:9090")
+    assert (r.mode, r.address) == ("rpc", "10.0.0.2:9090")
+    r = resolve_route(environ={}, tracker="h:1", default_key="rpi4")
+    assert r.key == "rpi4"                                                  # preset's rpc_key
+    with pytest.raises(TvmflowError, match="not both"):
+        resolve_route(environ={}, rpc="a:1", tracker="b:2")
+    with pytest.raises(TvmflowError, match="bad RPC server address"):
+        resolve_route(environ={}, rpc="nohost")
+
+
+def test_emulated_board_is_recognised(monkeypatch):
+    from tvmflow import board
+    from tvmflow.bench import _emulated_board
+    from tvmflow.session import Route
+    info = board.BoardInfo(name="emu0", key="rpi4-emu", host="127.0.0.1", port=9091, pid=1,
+                           tracker="127.0.0.1:9190", tracker_owned=True, log="", root="")
+    monkeypatch.setattr(board, "running_boards", lambda: [info])
+    assert _emulated_board(Route("tracker", "localhost:9190", "rpi4-emu"))
+    assert _emulated_board(Route("rpc", "127.0.0.1:9091"))
+    assert not _emulated_board(Route("tracker", "127.0.0.1:9190", "rpi4"))
+    assert not _emulated_board(Route("tracker", "10.1.1.1:9190", "rpi4-emu"))

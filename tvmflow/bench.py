@@ -409,7 +409,7 @@ def _measure(report: BenchReport, runners_per_variant: dict[str, list], opts: Be
         for r in runners:
             if opts.warmup:
                 r.run(opts.warmup)
-            probe = r.time(5)
+            probe = r.time(max(1, min(5, opts.min_repeats)))
             est[(variant, r.kind)] = _repeats_per_round(float(np.median(probe)), opts)
             report.result(variant).latency[r.kind] = Latency(np.empty(0))
             time.sleep(opts.settle)
