@@ -120,6 +120,7 @@ def _locked_state() -> Iterator[dict[str, Any]]:
             state = {}
         state.setdefault("boards", {})
         state.setdefault("tracker", None)
+        state.setdefault("starting", {})
         yield state
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
@@ -552,11 +553,16 @@ def start(name: str = DEFAULT_NAME, tracker: str | None = None, key: str = DEFAU
         rpc.tracker_summary(thost, tport, timeout=10)       # reachable, and a tracker
     ensure_binfmt(say)
     logs_dir().mkdir(parents=True, exist_ok=True)
+    # the state lock is held only to check and record, not while the server starts (~40 s
+    # under qemu): boards start in parallel; a reservation in state["starting"] keeps a
+    # concurrent `stop` from unmounting the root or stopping the tracker meanwhile
     with _locked_state() as state:
         old = state["boards"].get(name)
         if old and _server_alive(old["pid"]):
             raise TvmflowError(f"board {name!r} is already running (port {old['port']}, "
                                f"key {old['key']!r})", hint=f"tvmflow board stop --name {name}")
+        if name in _live_reservations(state):
+            raise TvmflowError(f"board {name!r} is being started by another process")
         state["boards"].pop(name, None)
         owned = False
         if tracker is None:
@@ -567,32 +573,51 @@ def start(name: str = DEFAULT_NAME, tracker: str | None = None, key: str = DEFAU
                 entry = state["tracker"] = proc.to_dict()
             tracker, owned = f"{entry['host']}:{entry['port']}", True
         mount_root()
-        say(f"starting board {name!r} (RPC server under qemu, key {key!r}, tracker {tracker})")
-        log = logs_dir() / f"{name}.log"
-        log.write_text("")
-        try:
-            proc = rpc.start_server(host, port, tracker=tracker, key=key,
-                                    python=_chroot(rootfs(), f"{VENV}/bin/python"),
-                                    env=_chroot_env(), log=log, timeout=timeout, cwd="/")
-        except BaseException:
-            if not any(_server_alive(b["pid"]) for b in state["boards"].values()):
-                _teardown(state)
-            raise
-        info = BoardInfo(name, key, host, proc.port, proc.pid, tracker, owned, str(log),
-                         str(rootfs()))
+        state["starting"][name] = {"owner": os.getpid(), "tracker": tracker}
+    say(f"starting board {name!r} (RPC server under qemu, key {key!r}, tracker {tracker})")
+    log = logs_dir() / f"{name}.log"
+    log.write_text("")
+    try:
+        proc = rpc.start_server(host, port, tracker=tracker, key=key,
+                                python=_chroot(rootfs(), f"{VENV}/bin/python"),
+                                env=_chroot_env(), log=log, timeout=timeout, cwd="/")
+    except BaseException:
+        with _locked_state() as state:
+            state["starting"].pop(name, None)
+            _release_unused(state, say)
+        raise
+    info = BoardInfo(name, key, host, proc.port, proc.pid, tracker, owned, str(log),
+                     str(rootfs()))
+    with _locked_state() as state:
+        state["starting"].pop(name, None)
         state["boards"][name] = info.to_dict()
     say(f"board {name!r} serving on {host}:{info.port}, registered with {tracker} as {key!r}")
     return info
 
 
-def _teardown(state: dict[str, Any]) -> None:
-    """No board runs any more: stop the owned tracker, leftovers in the root, the mounts."""
-    if _tracker_alive(state.get("tracker")):
-        rpc.kill_group(state["tracker"]["pid"])
-    state["tracker"] = None
-    if rootfs().exists():
+def _live_reservations(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Boards being started right now (their starting process is alive)."""
+    live = {n: r for n, r in state["starting"].items() if rpc.pid_alive(r["owner"])}
+    state["starting"] = live
+    return live
+
+
+def _release_unused(state: dict[str, Any], say: Say = _quiet) -> None:
+    """Stop the owned tracker once no board uses it, and unmount / clean the root once no
+    board runs or starts."""
+    users = [b["tracker"] for b in state["boards"].values() if _server_alive(b["pid"])]
+    users += [r["tracker"] for r in _live_reservations(state).values()]
+    owned = state.get("tracker")
+    if owned and f"{owned['host']}:{owned['port']}" not in users:
+        if _tracker_alive(owned):       # its last board is gone
+            rpc.kill_group(owned["pid"])
+            say(f"stopped the RPC tracker on {owned['host']}:{owned['port']}")
+        state["tracker"] = None
+    if not users and (mounts_under() or (rootfs().exists() and root_processes())):
+        _need_root("board stop")
         _kill_root_processes()
         unmount_root()
+        say("no board left: root unmounted, no process left in it")
 
 
 def stop(name: str | None = None, *, all: bool = False, say: Say = _quiet) -> list[str]:
@@ -613,18 +638,46 @@ def stop(name: str | None = None, *, all: bool = False, say: Say = _quiet) -> li
                 rpc.kill_group(entry["pid"])
                 say(f"stopped board {n!r} (pid {entry['pid']}, port {entry['port']})")
             stopped.append(n)
-        alive = [b for b in state["boards"].values() if _server_alive(b["pid"])]
-        owned = state.get("tracker")
-        if owned and not any(b["tracker"] == f"{owned['host']}:{owned['port']}" for b in alive):
-            if _tracker_alive(owned):       # its last board is gone
-                rpc.kill_group(owned["pid"])
-                say(f"stopped the RPC tracker on {owned['host']}:{owned['port']}")
-            state["tracker"] = None
-        if not alive and (mounts_under() or (rootfs().exists() and root_processes())):
-            _need_root("board stop")
-            _teardown(state)
-            say("no board left: root unmounted, no process left in it")
+        _release_unused(state, say)
     return stopped
+
+
+@contextlib.contextmanager
+def running(names: tuple[str, ...] | list[str] = (DEFAULT_NAME,), tracker: str | None = None,
+            key: str = DEFAULT_KEY, *, timeout: float = START_TIMEOUT,
+            say: Say = _quiet) -> Iterator[list[BoardInfo]]:
+    """Boards ``names`` started in parallel under ``key`` and stopped on exit (also on errors
+    and Ctrl-C).  For pytest fixtures and scripts::
+
+        with board.running(["a", "b"], tracker="127.0.0.1:9190", key="rpi4-emu") as boards:
+            sess = boards[0].request(timeout=60)
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    ensure_setup(say)
+    if tracker is None and len(names) > 1:   # one owned tracker for all, started first
+        first = start(names[0], None, key, timeout=timeout, say=say)
+        rest, infos = list(names[1:]), [first]
+        tracker = first.tracker
+    else:
+        rest, infos = list(names), []
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
+            futures = [pool.submit(start, n, tracker, key, timeout=timeout, say=say) for n in rest]
+            errors = []
+            for fut in futures:
+                try:
+                    infos.append(fut.result())
+                except BaseException as exc:  # noqa: BLE001 - re-raised after the others finish
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
+        yield infos
+    finally:
+        live = {b.name for b in running_boards()}
+        for info in infos:
+            if info.name in live:
+                with contextlib.suppress(TvmflowError):
+                    stop(info.name)
 
 
 # --------------------------------------------------------------------------- status
@@ -665,6 +718,7 @@ def status() -> dict[str, Any]:
         "binfmt": binfmt_state(),
         "tracker": tracker,
         "boards": boards,
+        "starting": sorted(state.get("starting", {})),
         "mounts": mounts_under(root) if root.exists() else [],
         "processes": root_processes(root) if root.exists() else [],
     }

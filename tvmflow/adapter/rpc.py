@@ -588,12 +588,15 @@ def run_add_check(session, lib_path: str | Path, n: int = 1024, seed: int = 0) -
     return float(np.max(np.abs(out - (a_np + b_np))))
 
 
-def time_remote(session, lib_path: str | Path, n: int = 1024, number: int = 100,
-                repeat: int = 3) -> float:
-    """Mean seconds of one remote ``add`` call (time_evaluator on the server)."""
+def time_remote(session, lib, n: int = 1024, number: int = 100, repeat: int = 3) -> float:
+    """Mean seconds of one remote ``add`` call (time_evaluator on the server).
+
+    ``lib`` is the path of a library from :func:`build_add_module` (uploaded here) or a
+    module :func:`upload_module` returned.
+    """
     import numpy as np
     import tvm
-    mod = upload_module(session, lib_path)
+    mod = lib if hasattr(lib, "time_evaluator") else upload_module(session, lib)
     with remote_errors("the RPC server failed while timing add"):
         dev = session.cpu(0)
         a = tvm.runtime.tensor(np.ones(n, "float32"), dev)
