@@ -129,11 +129,13 @@ def _weights(model) -> dict[str, Any]:
 
 def compile(variant: str, target: str | TargetPreset, output: str | Path | None = None,
             seed: int = 0, schedules: bool = True,
-            on_status: Callable[[str], None] | None = None) -> Package:
+            on_status: Callable[[str], None] | None = None, model=None) -> Package:
     """Compile ``variant`` for ``target`` into a ``.so`` + sidecar; returns the Package.
 
     ``schedules=False`` ignores any tuned database (default schedules everywhere).
-    ``on_status`` receives progress lines for the terminal.
+    ``on_status`` receives progress lines for the terminal.  ``model``: the variant already
+    imported by :func:`tvmflow.frontend.import_model` with this ``seed`` (saves the import
+    when one variant is compiled for several targets; its module is not modified).
     """
     from .adapter.build import export_library
     from .frontend import import_model
@@ -157,7 +159,11 @@ def compile(variant: str, target: str | TargetPreset, output: str | Path | None 
         "schedules: none (default schedules" + (", dlight GPU rules)" if preset.is_cuda else ")"))
 
     t0 = time.perf_counter()
-    model = import_model(spec, seed=seed)
+    if model is None:
+        model = import_model(spec, seed=seed)
+    elif model.spec.cfg() != spec.cfg() or model.seed != seed:
+        raise TvmflowError(f"the imported model is {model.spec.name} (seed {model.seed}), not "
+                           f"{spec.name} (seed {seed})")
     executable, coverage = _build(model, preset, database, info)
     t_build = time.perf_counter() - t0
 
