@@ -97,8 +97,17 @@ class BenchReport:
     partial: bool = False
     error: str | None = None
     seed: int = 0
+    _ci_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ derived figures
+
+    def ratio(self, a: VariantResult, runner_a: str, b: VariantResult, runner_b: str) -> RatioCI:
+        """Bootstrap CI of p50(a, runner_a) / p50(b, runner_b), cached per sample counts."""
+        la, lb = a.latency[runner_a], b.latency[runner_b]
+        key = (a.variant, runner_a, la.n, b.variant, runner_b, lb.n, self.seed)
+        if key not in self._ci_cache:
+            self._ci_cache[key] = ratio_ci(la.samples, lb.samples, seed=self.seed)
+        return self._ci_cache[key]
 
     def result(self, variant: str) -> VariantResult | None:
         return next((r for r in self.results if r.variant == variant), None)
@@ -121,7 +130,7 @@ class BenchReport:
         la, lb = a.latency.get(runner), b.latency.get(runner)
         if la is None or lb is None or not la.n or not lb.n:
             return None
-        return ratio_ci(la.samples, lb.samples, seed=self.seed)
+        return self.ratio(a, runner, b, runner)
 
     def alignment_sentence(self, runner: str = "tvm") -> str | None:
         ci = self.alignment(runner)
@@ -234,7 +243,7 @@ class BenchReport:
         for r in self.results:
             best = r.best_baseline()
             if best and r.p50():
-                ci = ratio_ci(r.latency["tvm"].samples, r.latency[best].samples, seed=self.seed)
+                ci = self.ratio(r, "tvm", r, best)
                 lines.append(f"{r.variant}: TVM / best baseline ({LABELS[best]}) = {ci.ratio:.2f} "
                              f"(95% CI {ci.lo:.2f}-{ci.hi:.2f})")
         lines.append("environment: " + ", ".join(
@@ -258,9 +267,10 @@ class BenchReport:
             table.add_row(*row)
         return table
 
-    def to_dict(self, samples: bool = True) -> dict[str, Any]:
+    def to_dict(self, samples: bool = True, derived: bool = True) -> dict[str, Any]:
+        """Everything; ``derived=False`` skips the bootstrap CIs (cheap partial saves)."""
         ali = {}
-        for kind in ["tvm", *self.baseline_kinds()]:
+        for kind in (["tvm", *self.baseline_kinds()] if derived else []):
             ci = self.alignment(kind)
             if ci is not None:
                 ali[kind] = ci.to_json()
@@ -273,8 +283,8 @@ class BenchReport:
                 "alignment": {"aligned": ALIGNMENT[0], "unaligned": ALIGNMENT[1], **ali} if ali else None,
                 "warnings": self.warnings()}
 
-    def to_json(self, samples: bool = True) -> str:
-        return json.dumps(self.to_dict(samples), indent=2)
+    def to_json(self, samples: bool = True, derived: bool = True) -> str:
+        return json.dumps(self.to_dict(samples, derived), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> "BenchReport":
@@ -400,7 +410,7 @@ class BenchReport:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / PARTIAL_FILE
-        _atomic_write(path, self.to_json())
+        _atomic_write(path, self.to_json(derived=False))
         return path
 
 

@@ -191,9 +191,14 @@ def ratio_ci(a, b, *, conf: float = 0.95, n_boot: int = 2000, seed: int = 0) -> 
     if a.size == 0 or b.size == 0:
         raise ValueError("ratio_ci needs samples on both sides")
     rng = np.random.default_rng(seed)
-    ma = np.median(a[rng.integers(0, a.size, size=(n_boot, a.size))], axis=1)
-    mb = np.median(b[rng.integers(0, b.size, size=(n_boot, b.size))], axis=1)
-    ratios = ma / mb
+    # resample in chunks: n_boot x n indices at once would need gigabytes for long runs
+    chunk = max(1, int(4_000_000 // max(a.size, b.size)))
+    ratios = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        ma = np.median(a[rng.integers(0, a.size, size=(m, a.size))], axis=1)
+        mb = np.median(b[rng.integers(0, b.size, size=(m, b.size))], axis=1)
+        ratios[start:start + m] = ma / mb
     alpha = (1.0 - conf) / 2.0
     lo, hi = np.quantile(ratios, [alpha, 1.0 - alpha])
     return RatioCI(float(np.median(a) / np.median(b)), float(lo), float(hi), conf, n_boot, seed)
