@@ -24,13 +24,15 @@ FAST = ["--warmup", "1", "--min-repeats", "4", "--min-time", "0", "--rounds", "2
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """TVMFLOW_ARTIFACTS_DIR with host modules of pruned-a8 and pruned (compiled once)."""
-    directory = tmp_path_factory.mktemp("artifacts")
+    # one directory for test_bench and test_compare: the second file reuses the modules
+    directory = tmp_path_factory.getbasetemp() / "tvmflow-bench-artifacts"
+    directory.mkdir(exist_ok=True)
     old = os.environ.get("TVMFLOW_ARTIFACTS_DIR")
     os.environ["TVMFLOW_ARTIFACTS_DIR"] = str(directory)
     try:
-        from tvmflow.compile import compile as compile_variant
+        from tvmflow.bench import ensure_module
         for variant in ("pruned-a8", "pruned"):
-            compile_variant(variant, "host")
+            ensure_module(variant, "host")          # compiles when missing or stale
         yield directory
     finally:
         if old is None:
