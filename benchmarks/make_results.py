@@ -48,7 +48,8 @@ def measure(args) -> None:
     from tvmflow.sweep import sweep
     OUT.mkdir(parents=True, exist_ok=True)
     if not args.skip_sweep:
-        sweep("pruned", args.align, "host", trials=args.trials, rounds=args.rounds,
+        sweep("pruned", args.align, "host", trials=args.trials, per_round=args.per_round,
+              rounds=args.rounds,
               repeat=args.repeat, out_dir=SWEEP_DIR, on_step=_say)
         shutil.rmtree(SWEEP_DIR / "modules", ignore_errors=True)
     if not args.skip_profile:
@@ -158,6 +159,8 @@ def main() -> None:
     ap.add_argument("--schedules", default=None,
                     help="tuning log root for this run (TVMFLOW_SCHEDULES; modules go to its "
                          "artifacts/): with --trials, all variants get the same budget")
+    ap.add_argument("--per-round", type=int, default=16,
+                    help="tuning candidates per round (16: all 13 tasks tuned within 208 trials)")
     ap.add_argument("--align", default="1,2,4,8,16,32")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=50)

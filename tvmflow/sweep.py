@@ -286,7 +286,7 @@ class SweepResult:
                     rows=[r.to_json() for r in self.rows])
 
 
-def _tune(spec: VariantSpec, preset, trials: int, on_step) -> None:
+def _tune(spec: VariantSpec, preset, trials: int, on_step, per_round: int | None = None) -> None:
     """Tune one variant with the team's tuner (``tvmflow.tune.tune``), reusing existing logs."""
     try:
         from .tune import tune
@@ -295,19 +295,21 @@ def _tune(spec: VariantSpec, preset, trials: int, on_step) -> None:
                            hint="pass --trials 0 for TVM's default schedules") from None
     if on_step:
         on_step(f"tuning {spec.name} ({trials} trials)")
-    tune(spec.name, preset.name, trials=trials)
+    kw = {"per_round": per_round} if per_round else {}
+    tune(spec.name, preset.name, trials=trials, **kw)
 
 
 def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "host", *,
           trials: int | None = None, rounds: int = 20, repeat: int = 10, seed: int = 0,
           base: str | None = None, name: str | None = None, models_dir: str | Path | None = None,
           out_dir: str | Path | None = None, plot: bool = True, route: dict | None = None,
-          per_layer: bool = False, on_step: Callable[[str], None] | None = None) -> SweepResult:
+          per_layer: bool = False, per_round: int | None = None, on_step: Callable[[str], None] | None = None) -> SweepResult:
     """The alignment sweep (see the module doc).
 
     ``trials``: None uses the tuned schedules that exist (``schedules/<target>/<variant>/``)
     and TVM's defaults elsewhere; 0 uses TVM's default schedules for all; N > 0 tunes each
-    variant with N trials first (the tuner reuses logs it already has).  ``rounds``: timing
+    variant with N trials first (the tuner reuses logs it already has; ``per_round``: its
+    candidates per round -- with 13 tasks a round of 16 reaches every task within ~208 trials).  ``rounds``: timing
     rounds; each round takes ``repeat`` single-run samples (``time_evaluator`` with
     ``number=1``: raw samples, no means of means) of every variant in turn, alternating the
     order, so that all variants see the same machine state.  With ``tvmflow.compile`` in the
@@ -328,7 +330,7 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     _put_on_model_path(plan.models_dir)
     if trials:
         for v in plan.unique():
-            _tune(v.spec, preset, trials, on_step)
+            _tune(v.spec, preset, trials, on_step, per_round)
     out = Path(out_dir) if out_dir else Path("reports") / f"sweep-{preset.name}-{plan.source.name}"
     if _have_compile():
         samples, schedules = _measure_bench(plan, preset, rounds=rounds, repeat=repeat, seed=seed,

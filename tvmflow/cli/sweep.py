@@ -50,6 +50,8 @@ def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, as_json
 @click.option("--trials", type=int, default=None,
               help="Tune each variant with N trials first; 0: TVM's default schedules "
                    "[default: the tuned schedules that exist].")
+@click.option("--per-round", type=int, default=None,
+              help="Tuning candidates per round (with --trials) [default: the tuner's].")
 @click.option("--base", default=None, help="Unpruned variant that caps the widths [default: the source's base].")
 @click.option("--name", default=None, help="Variant name for a --from checkpoint [default: its file stem].")
 @click.option("--models-dir", type=click.Path(file_okay=False), default=None,
@@ -66,14 +68,15 @@ def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, as_json
 @click.option("--per-layer", is_flag=True,
               help="Also profile the variants layer by layer, side by side (this machine only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def sweep_cmd(source, aligns, target, trials, base, name, models_dir, rounds, repeat, out_dir,
+def sweep_cmd(source, aligns, target, trials, per_round, base, name, models_dir, rounds, repeat, out_dir,
               via, rpc, tracker, key, per_layer, as_json) -> None:
     """Latency and MACs of a pruned model against the channel alignment N."""
     from ..sweep import sweep
     from ..ui import console, print_table
     r = sweep(source, aligns, target, trials=trials, base=base, name=name, models_dir=models_dir,
               rounds=rounds, repeat=repeat, out_dir=out_dir, on_step=_step(as_json),
-              route=dict(via=via, rpc=rpc, tracker=tracker, key=key), per_layer=per_layer)
+              route=dict(via=via, rpc=rpc, tracker=tracker, key=key), per_layer=per_layer,
+              per_round=per_round)
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=2))
         return
