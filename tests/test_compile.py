@@ -94,6 +94,31 @@ def embedded_cubins(path) -> list[str]:
     return archs
 
 
+def cuda_entry(path) -> tuple[bytes, bytes]:
+    """(fmt, data) of the ``cuda`` module in the .so's packed-imports blob.
+
+    The blob stores each imported module as ``key`` then ``payload``; a cuda payload is
+    ``fmt``, the function-info map, then ``data`` -- what TVM's CUDA loader reads.  Strings are
+    a little-endian uint64 length + bytes.
+    """
+    blob = open(path, "rb").read()
+    key = struct.pack("<Q", 4) + b"cuda"
+    pos = blob.find(key)
+    while pos != -1:
+        (n,) = struct.unpack_from("<Q", blob, pos + 12)
+        payload = blob[pos + 20:pos + 20 + n]
+        (flen,) = struct.unpack_from("<Q", payload, 0)
+        if flen < 16:
+            fmt = payload[8:8 + flen]
+            # data is the payload's last string: find the length field that reaches the end
+            for start in range(8 + flen, len(payload) - 8):
+                (dlen,) = struct.unpack_from("<Q", payload, start)
+                if start + 8 + dlen == len(payload):
+                    return fmt, payload[start + 8:]
+        pos = blob.find(key, pos + 1)
+    raise AssertionError(f"no cuda module entry in {path}")
+
+
 def check_sidecar(pkg, target, variant):
     side = json.loads(pkg.sidecar_path.read_text())
     assert pkg.sidecar_path == pkg.path.with_suffix(".json")
@@ -247,6 +272,9 @@ def test_cuda_modules_hold_cubin(request, fixture, target, arch, host_machine):
         side = check_sidecar(pkg, target, variant)
         assert elf_machine(pkg.path) == host_machine
         assert embedded_cubins(pkg.path) == [arch], variant
+        fmt, data = cuda_entry(pkg.path)
+        assert fmt == b"cubin" and data[:4] == b"\x7fELF"
+        assert struct.unpack_from("<H", data, 18)[0] == EM_CUDA
         data = pkg.path.read_bytes()
         assert b'extern "C" __global__' not in data  # no CUDA source
         assert b".target sm_" not in data and b".version " not in data  # no PTX
@@ -325,3 +353,11 @@ def test_schedule_database_for_other_variant_or_target(env, run_cli, tmp_path):
         assert "cortex-a53" in res.stderr
     finally:
         shutil.rmtree(d)
+
+
+def test_cubin_compatibility_rule():
+    from tvmflow.adapter.cuda import cubin_runs_on
+    assert cubin_runs_on("sm_87", "sm_87") and cubin_runs_on("sm_86", "sm_89")
+    assert not cubin_runs_on("sm_90", "sm_86") and not cubin_runs_on("sm_87", "sm_86")
+    assert not cubin_runs_on("sm_80", "sm_90")
+    assert cubin_runs_on("sm_90a", "sm_90") and not cubin_runs_on("sm_90a", "sm_91")

@@ -52,11 +52,14 @@ def mismatches(pkg: Package) -> list[str]:
         if flags and not all(f in flags for f in AVX512):
             problems.append("it was built for x86-64-v4 (AVX-512) and this CPU lacks AVX-512")
     if pkg.device == "cuda":
-        from .adapter.cuda import has_gpu
-        if not has_gpu():
-            arch_name = (pkg.cuda or {}).get("archs") or [target.get("arch")]
-            problems.append(f"it needs a CUDA GPU ({', '.join(map(str, arch_name))}) and this "
-                            "machine has none usable")
+        from .adapter.cuda import cubin_runs_on, gpu_arch
+        archs = [str(a) for a in ((pkg.cuda or {}).get("archs") or [target.get("arch")])]
+        gpu = gpu_arch()
+        if gpu is None:
+            problems.append(f"it needs a CUDA GPU ({', '.join(archs)}) and this machine has none "
+                            "usable")
+        elif not any(cubin_runs_on(a, gpu) for a in archs):
+            problems.append(f"its CUDA code is a cubin for {', '.join(archs)} and this GPU is {gpu}")
     return problems
 
 

@@ -278,3 +278,21 @@ def has_gpu() -> bool:
         return bool(tvm.runtime.enabled("cuda") and tvm.cuda(0).exist)
     except Exception:  # the CUDA runtime library cannot load without a driver
         return False
+
+
+def gpu_arch() -> str | None:
+    """``sm_XY`` of local GPU 0, None without a usable GPU."""
+    if not has_gpu():
+        return None
+    import tvm
+    major, minor = str(tvm.cuda(0).compute_version).split(".")[:2]
+    return f"sm_{major}{minor}"
+
+
+def cubin_runs_on(cubin_arch: str, gpu: str) -> bool:
+    """A cubin for sm_XY runs on GPUs of the same major version with minor >= Y."""
+    a, g = re.fullmatch(r"sm_(\d+)(\d)[a-z]?", cubin_arch), re.fullmatch(r"sm_(\d+)(\d)", gpu)
+    if not a or not g:
+        return cubin_arch == gpu
+    return a.group(1) == g.group(1) and int(g.group(2)) >= int(a.group(2)) and \
+        (not cubin_arch[-1].isalpha() or cubin_arch[:-1] == gpu)
