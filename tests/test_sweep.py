@@ -35,19 +35,19 @@ def test_n1_is_pruned_and_n8_is_pruned_a8():
 
 
 def test_plan_reuses_and_registers(models_dir):
-    plan = plan_sweep("pruned", "1,8,16", models_dir=models_dir)
+    plan = plan_sweep("pruned", "1,8,12", models_dir=models_dir)
     by_n = {v.align: v for v in plan.variants}
     assert (by_n[1].name, by_n[1].reused) == ("pruned", "source")
     assert (by_n[8].name, by_n[8].reused) == ("pruned-a8", "existing")  # not overwritten
-    assert by_n[16].name == "pruned-a16" and by_n[16].reused is None
-    assert sorted(p.name for p in models_dir.iterdir()) == ["pruned-a16.toml"]
-    data = tomllib.loads((models_dir / "pruned-a16.toml").read_text())
-    assert data["base"] == "original" and data["prune"]["align"] == 16
-    spec = get_spec("pruned-a16")  # registered: the registry finds it on TVMFLOW_MODEL_PATH
-    assert list(spec.channels) == [48, 96, 48, 128, 112, 96, 112, 80]
+    assert by_n[12].name == "pruned-a12" and by_n[12].reused is None
+    assert sorted(p.name for p in models_dir.iterdir()) == ["pruned-a12.toml"]
+    data = tomllib.loads((models_dir / "pruned-a12.toml").read_text())
+    assert data["base"] == "original" and data["prune"]["align"] == 12
+    spec = get_spec("pruned-a12")  # registered: the registry finds it on TVMFLOW_MODEL_PATH
+    assert list(spec.channels) == [48, 96, 48, 120, 120, 96, 108, 84]
     assert spec.kernels == get_spec("original").kernels
     # a second plan reuses the file it wrote
-    again = plan_sweep("pruned", [16], models_dir=models_dir)
+    again = plan_sweep("pruned", [12], models_dir=models_dir)
     assert again.variants[0].reused == "existing"
 
 
