@@ -219,7 +219,8 @@ def schedule_record(info: dict | None) -> dict | None:
     """The sidecar's ``schedules`` entry from a schedules info dict (None: no database)."""
     if not info or not info.get("sha256"):
         return None
-    keep = ("path", "sha256", "records", "target", "variant", "mcpu", "pipeline")
+    keep = ("path", "sha256", "trials", "records", "target", "variant", "mcpu", "pipeline",
+            "tvm_version")
     return {k: _jsonable(info[k]) for k in keep if k in info}
 
 
