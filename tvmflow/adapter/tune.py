@@ -175,6 +175,54 @@ def make_callback(on_batch: Callable[[dict[str, Any]], None]):
     return ProgressCallback()
 
 
+def make_scheduler(best: dict[int, float]):
+    """A task scheduler that commits every batch as soon as it is measured.
+
+    MetaSchedule's gradient scheduler joins a task's runner results (and only then writes its
+    records to the database) when that task is picked again -- after a whole round-robin pass
+    at first -- so Ctrl-C would lose many measured batches.  This one joins every pending
+    batch before choosing the next task, then picks: each task once (round robin), after
+    that the task with the largest ``weight * best latency / sqrt(rounds)``, i.e. the one
+    that costs most end to end, discounted by how often it was tuned already.
+    ``best`` (task id -> best seconds) is filled by the progress callback.
+    """
+    import math
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.task_scheduler import PyTaskScheduler
+
+    @derived_object
+    class EagerScheduler(PyTaskScheduler):
+        def __init__(self):
+            super().__init__()
+            self.rounds: dict[int, int] = {}
+            self.rr = 0
+
+        def next_task_id(self) -> int:
+            tasks = self._outer().tasks_
+            for i, t in enumerate(tasks):
+                if t.runner_futures is not None:
+                    self.join_running_task(i)
+            live = [i for i, t in enumerate(tasks) if not t.is_terminated]
+            if not live:
+                return -1
+            while self.rr < len(tasks):
+                i = self.rr
+                self.rr += 1
+                if i in live:
+                    self.rounds[i] = self.rounds.get(i, 0) + 1
+                    return i
+            def score(i):
+                lat = best.get(i)
+                if lat is None:  # every candidate failed so far: try it again soon
+                    return float("inf")
+                return float(tasks[i].task_weight) * lat / math.sqrt(self.rounds.get(i, 1))
+            pick = max(live, key=score)
+            self.rounds[pick] = self.rounds.get(pick, 0) + 1
+            return pick
+
+    return EagerScheduler()
+
+
 def _quiet_meta_schedule_console() -> None:
     """MetaSchedule logs to stdout and to work_dir/logs; keep only the files."""
     for name in ("tvm.s_tir.meta_schedule",):
@@ -244,18 +292,30 @@ def run_tuning(tasks, work_dir: str, *, trials: int, trials_per_task: int | None
         triple = str(target.attrs.get("mtriple", "") or "")
         light_tensor_intrin_import("arm" if triple.startswith(("aarch64", "arm")) else "x86")
     strategy = "evolutionary" if stock else search_strategy(population)
-    ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        tasks, work_dir, seed=seed, num_threads=search_threads, strategy=strategy)
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()):  # its console logger binds sys.stdout here
+        ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            tasks, work_dir, seed=seed, num_threads=search_threads, strategy=strategy)
     _quiet_meta_schedule_console()
-    callbacks = ms.measure_callback.MeasureCallback.create("default")
-    if on_batch is not None:
-        callbacks = list(callbacks) + [make_callback(on_batch)]
+    callbacks = list(ms.measure_callback.MeasureCallback.create("default"))
+    best: dict[int, float] = {}
+
+    def record(info):
+        if info["best_s"] is not None:
+            i = info["task_id"]
+            best[i] = min(best.get(i, float("inf")), info["best_s"])
+        if on_batch is not None:
+            on_batch(info)
+
+    callbacks.append(make_callback(record))
+    scheduler = "gradient" if stock else make_scheduler(best)
     database = "json" if stock else open_database(work_dir)
     return ms.tune_tasks(tasks=ctxs, task_weights=weights, work_dir=work_dir,
                          max_trials_global=trials, max_trials_per_task=trials_per_task,
                          num_trials_per_iter=per_round, builder=builder, runner=runner,
                          database=database, cost_model="xgb", measure_callbacks=callbacks,
-                         task_scheduler="gradient")
+                         task_scheduler=scheduler)
 
 
 def tvm_version() -> str:
