@@ -258,3 +258,23 @@ def test_emulated_board_is_recognised(monkeypatch):
     assert _emulated_board(Route("rpc", "127.0.0.1:9091"))
     assert not _emulated_board(Route("tracker", "127.0.0.1:9190", "rpi4"))
     assert not _emulated_board(Route("tracker", "10.1.1.1:9190", "rpi4-emu"))
+
+
+def test_module_ref_reads_trials_seed_and_arch_from_the_sidecar(tmp_path):
+    from tvmflow.bench import module_from_package
+    from tvmflow.package import Package
+    side = {"variant": {"name": "pruned"}, "input": {"seed": 3},
+            "target": {"name": "rpi4", "device": "cpu",
+                       "target": {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}},
+            "weights": {"kind": "random", "seed": 3}, "module": {"sha256": "x"},
+            "schedules": {"path": str(tmp_path), "sha256": "abc", "trials": 448}}
+    ref = module_from_package("pruned", Package(tmp_path / "pruned.so", side))
+    assert (ref.trials, ref.seed, ref.arch, ref.checkpoint) == (448, 3, "aarch64", None)
+    # older sidecars: the trials come from the schedules' meta.json
+    del side["schedules"]["trials"]
+    (tmp_path / "meta.json").write_text('{"trials": 256}')
+    assert module_from_package("pruned", Package(tmp_path / "p.so", side)).trials == 256
+    side["schedules"] = None                                     # default schedules
+    side["target"]["target"] = {"kind": "llvm"}
+    ref = module_from_package("pruned", Package(tmp_path / "p.so", side))
+    assert (ref.trials, ref.arch) == (None, "x86_64")
