@@ -446,7 +446,9 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
     from .session import resolve_route
     from .targets import get_target
     preset = get_target(target)
-    default_via = "rpc" if command == "compare" and not preset.is_cross else "local"
+    # host modules run in a separate RPC server process by default: TVM's thread pool then
+    # does not share a process with the PyTorch / ONNX Runtime baselines (or a compile)
+    default_via = "rpc" if not preset.is_cross and preset.device == "cpu" else "local"
     route = resolve_route(via=via, rpc=rpc, tracker=tracker, key=key,
                           default_key=preset.rpc_key, default_via=default_via)
     if route.mode in ("local", "local-rpc") and preset.is_cross:

@@ -13,7 +13,7 @@ def _options(f):
         click.option("--target", "-t", default="host", show_default=True, help="target preset"),
         click.option("--via", type=click.Choice(["rpc", "local"]), default=None,
                      help="host only: a TVM RPC server on 127.0.0.1 started by tvmflow (rpc), or "
-                          "this process (local). Default: rpc for compare, local for bench."),
+                          "this process (local). Default: rpc."),
         click.option("--rpc", "rpc_addr", metavar="HOST:PORT", help="an RPC server to run on"),
         click.option("--tracker", metavar="HOST:PORT",
                      help="an RPC tracker (default $TVM_TRACKER_HOST:$TVM_TRACKER_PORT)"),
