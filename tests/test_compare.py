@@ -180,3 +180,15 @@ def test_compare_cli_through_local_rpc_server(artifacts, tmp_path):
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert len((out / "report.csv").read_text().strip().splitlines()) == 1 + 2 * 3
     assert "Alignment effect" in (out / "report.md").read_text()
+
+
+def test_noisy_runners_get_one_warning_with_a_hint():
+    rep = _synthetic(0.8)
+    assert not any("varies" in w for w in rep.warnings())
+    rng = np.random.default_rng(9)
+    for name in ("pruned", "original"):
+        rep.result(name).latency["tvm"] = Latency(rng.normal(1e-3, 1e-4, 200))
+    (warning,) = [w for w in rep.warnings() if "varies" in w]
+    assert "pruned [TVM]" in warning and "original [TVM]" in warning
+    assert "governor" in warning and "busy board" in warning
+    assert f"Warning: {warning}" in rep.footer()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TvmflowError
-from .stats import Latency, RatioCI, cv_warning, ratio_ci
+from .stats import CV_HINT, CV_WARN, Latency, RatioCI, cv_warning, ratio_ci
 
 FORMAT = 1
 OUTPUT_FILES = {"json": "report.json", "csv": "report.csv", "md": "report.md", "png": "report.png"}
@@ -155,11 +155,16 @@ class BenchReport:
                        f"{worst:.1f} on {cores} cores): other processes compete for the cores, "
                        "so latencies (PyTorch's spinning threads most) are inflated; rerun on an "
                        "idle machine before drawing conclusions")
+        noisy = [f"{r.variant} [{LABELS.get(kind, kind)}] {lat.cv * 100:.1f}%"
+                 for r in self.results for kind, lat in r.latency.items() if lat.unstable(CV_WARN)]
+        if len(noisy) == 1:
+            r, kind = next((r, k) for r in self.results for k, lat in r.latency.items()
+                           if lat.unstable(CV_WARN))
+            out.append(cv_warning(f"{r.variant} [{LABELS.get(kind, kind)}]", r.latency[kind]))
+        elif noisy:
+            out.append(f"latency varies a lot (CV > {CV_WARN * 100:.0f}%) for {', '.join(noisy)}; "
+                       f"the medians are still usable, but {CV_HINT}")
         for r in self.results:
-            for kind, lat in r.latency.items():
-                w = cv_warning(f"{r.variant} [{LABELS.get(kind, kind)}]", lat)
-                if w:
-                    out.append(w)
             if r.check and not r.check.get("ok", True):
                 out.append(f"{r.variant}: the output differs from PyTorch "
                            f"(max abs error {r.check.get('max_abs_err')})")
