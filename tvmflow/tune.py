@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +236,15 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
                               export="so" if rpc else "tar", cross_compiler=cross)
     runner = (ad.make_rpc_runner(*rpc) if rpc else ad.make_local_runner())
     interrupted = False
+    # Ctrl-C may surface from inside TVM as a plain RuntimeError (its C++ loops check for
+    # signals); remember that it happened so it is reported as an interrupt, not a crash
+    sigint = {"hit": False}
+    prev_handler = None
+    if threading.current_thread() is threading.main_thread():
+        def _on_sigint(signum, frame):
+            sigint["hit"] = True
+            raise KeyboardInterrupt
+        prev_handler = signal.signal(signal.SIGINT, _on_sigint)
     try:
         ad.run_tuning(tasks, str(log_dir), trials=remaining, trials_per_task=trials_per_task,
                       per_round=per_round, seed=seed, builder=builder, runner=runner,
@@ -243,12 +254,14 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
         raise
     except TvmflowError:
         raise
-    except Exception as exc:  # a TVM error that surfaced from our own callback's interrupt
-        if "KeyboardInterrupt" in f"{type(exc).__name__}: {exc}":
+    except Exception as exc:
+        if sigint["hit"] or "KeyboardInterrupt" in f"{type(exc).__name__}: {exc}":
             interrupted = True
             raise KeyboardInterrupt from None
         raise
     finally:
+        if prev_handler is not None:
+            signal.signal(signal.SIGINT, prev_handler)
         builder.shutdown()
         result.interrupted = interrupted
         result.wall_s = time.time() - t0
@@ -305,6 +318,12 @@ def tune_variants(variants: list[str], target: str, *, quiet: bool = False, **kw
         try:
             res = tune(v, target, on_start=(bar and (lambda info, v=v: bar.start(info, f"{target}/{v}"))),
                        on_batch=(bar and bar.batch), **kw)
+        except KeyboardInterrupt:
+            d = schedules.schedule_dir(target, v, kw.get("root"))
+            from .ui import err_console
+            err_console.print(f"interrupted: {schedules.record_count(d)} records kept in {d}; "
+                              "run the same command to resume", highlight=False)
+            raise
         finally:
             if bar is not None and bar.task is not None:
                 bar.stop()

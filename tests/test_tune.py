@@ -1,0 +1,186 @@
+"""`tvmflow tune` end to end on the smallest variant (pruned-a8), with tiny budgets.
+
+A module fixture tunes 16 trials into a temporary schedules root; the tests then interrupt
+a real tune with SIGINT and resume it, run two tunes of one log at once, measure through a
+real RPC tracker + server on 127.0.0.1, and compile with the database (shared pipeline).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tvmflow import schedules as S
+
+VARIANT = "pruned-a8"
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TVM_TRACKER")}
+    env.update(TVMFLOW_SCHEDULES=str(root), COLUMNS="200")
+    return env
+
+
+def _tune(root: Path, *args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "tvmflow", "tune", "-v", VARIANT, *map(str, args)],
+                          env=_env(root), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sched")
+    out = _tune(root, "--trials", 16, "--per-round", 8, "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return root, json.loads(out.stdout)[0]
+
+
+def test_tune_writes_log_and_meta(tuned):
+    root, res = tuned
+    d = S.schedule_dir("host", VARIANT, root)
+    assert res["trials_run"] == 16 and res["trials_total"] == 16 and res["valid"] > 0
+    assert S.check(d).ok and S.record_count(d) == 16
+    meta = S.read_meta(d)
+    assert meta["trials"] == 16 and meta["variant"] == VARIANT
+    assert meta["mcpu"] == meta["target"]["mcpu"] and meta["tvm_version"]
+    assert meta["est_total_ms"] > 0 and meta["n_tuned_tasks"] >= 1
+    assert (d / "logs").is_dir() and any((d / "logs").iterdir())  # MetaSchedule's own logs
+
+
+def test_rerun_within_budget_does_nothing(tuned):
+    root, _ = tuned
+    out = _tune(root, "--trials", 16, "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)[0]
+    assert res["skipped"] and res["trials_run"] == 0 and res["trials_before"] == 16
+
+
+def test_pipeline_build_applies_database(tuned):
+    from tvmflow.adapter import pipeline
+    from tvmflow.adapter.build import run_local
+    from tvmflow.frontend import import_model
+    from tvmflow.targets import get_target
+    root, _ = tuned
+    preset = get_target("host")
+    db, info = S.load_for_compile(preset, VARIANT, root=root)
+    assert db is not None and len(info["sha256"]) == 64 and info["trials"] == 16
+    model = import_model(VARIANT)
+    ex, cov = pipeline.build(model.mod, preset, db,
+                             options=pipeline.PipelineOptions.from_json(info["pipeline"]))
+    meta = S.read_meta(S.schedule_dir("host", VARIANT, root))
+    assert cov["tasks"] == meta["n_tasks"] and cov["tuned"] == meta["n_tuned_tasks"] >= 1
+    assert cov["tuned"] + cov["default"] == cov["tasks"]
+    x = model.example_input()
+    np.testing.assert_allclose(run_local(ex, x), model.reference(x), atol=1e-4)
+
+
+def test_sigint_keeps_records_and_resume_continues(tuned, tmp_path):
+    root, _ = tuned
+    # a copy of the tuned log, so other tests keep theirs
+    src = S.schedule_dir("host", VARIANT, root)
+    dst = S.schedule_dir("host", VARIANT, tmp_path)
+    dst.mkdir(parents=True)
+    for name in (S.DB_WORKLOAD, S.DB_RECORDS, S.META):
+        (dst / name).write_bytes((src / name).read_bytes())
+    proc = subprocess.Popen([sys.executable, "-m", "tvmflow", "tune", "-v", VARIANT, "--trials",
+                             "400", "--per-round", "8"],
+                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    counts = [16]
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            n = S.record_count(dst)
+            assert n >= counts[-1], f"record count dropped from {counts[-1]} to {n}"
+            counts.append(n)
+            if n >= 16 + 16:  # two more batches measured
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    kept = S.record_count(dst)
+    assert kept >= counts[-1] >= 32
+    S.repair(dst)
+    assert S.record_count(dst) >= counts[-1]
+    meta = S.read_meta(dst)
+    assert meta["interrupted"] is True and meta["trials"] >= counts[-1]
+    # resume: continues from the records that were kept, never below them
+    out = _tune(tmp_path, "--trials", meta["trials"] + 8, "--per-round", "8", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)[0]
+    assert res["trials_before"] == meta["trials"] and res["trials_run"] == 8
+    assert S.record_count(dst) == kept + 8
+    assert S.read_meta(dst)["trials"] == meta["trials"] + 8
+
+
+def test_second_tune_of_same_log_is_refused(tuned):
+    root, _ = tuned
+    d = S.schedule_dir("host", VARIANT, root)
+    before = (d / S.DB_RECORDS).read_bytes()
+    held = S.lock(d)  # as a running tune holds it
+    try:
+        out = _tune(root, "--trials", 64)
+    finally:
+        held.release()
+    assert out.returncode == 2
+    assert "Error: another tune is writing" in out.stderr and "Traceback" not in out.stderr
+    assert (d / S.DB_RECORDS).read_bytes() == before
+
+
+def test_two_real_tunes_at_once(tmp_path):
+    """Start two real tunes of one log; exactly one tunes, the other is refused."""
+    cmd = [sys.executable, "-m", "tvmflow", "tune", "-v", VARIANT, "--trials", "8",
+           "--per-round", "8"]
+    a = subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    d = S.schedule_dir("host", VARIANT, tmp_path)
+    deadline = time.time() + 120
+    while not (d / S.LOCK).exists() and time.time() < deadline:
+        time.sleep(0.2)
+    b = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+    _, err_a = a.communicate(timeout=900)
+    assert a.returncode == 0, err_a[-2000:]
+    assert b.returncode == 2 and "another tune is writing" in b.stderr
+    assert S.check(d).ok and S.record_count(d) == 8
+
+
+def test_cuda_without_gpu_or_tracker_fails_fast(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "tvmflow", "tune", "--target", "cuda", "-v",
+                          VARIANT], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "Error: cannot tune for cuda: this machine has no CUDA GPU" in out.stderr
+    assert "--tracker" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "cuda").exists()
+
+
+def test_tracker_without_key_is_an_error(tmp_path):
+    out = _tune(tmp_path, "--tracker", "127.0.0.1:9190", timeout=120)
+    assert out.returncode == 2 and "--tracker needs --key" in out.stderr
+
+
+def test_tune_through_rpc_tracker(tmp_path):
+    from tvmflow.adapter.rpc import local_rpc
+    with local_rpc(servers=1, key="tvmflow-tune-test", log_dir=tmp_path) as rpc:
+        out = _tune(tmp_path, "--trials", 8, "--per-round", 8, "--tracker", rpc.tracker_address,
+                    "--key", "tvmflow-tune-test", "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout)[0]
+    assert res["trials_run"] == 8 and res["valid"] > 0
+    d = S.schedule_dir("host", VARIANT, tmp_path)
+    meta = S.read_meta(d)
+    assert meta["measured_on"].startswith("rpc 127.0.0.1:") and S.record_count(d) == 8
+    assert any(0 < S.run_secs(json.loads(line)) < 1
+               for line in (d / S.DB_RECORDS).read_text().splitlines())
