@@ -278,3 +278,16 @@ def test_module_ref_reads_trials_seed_and_arch_from_the_sidecar(tmp_path):
     side["target"]["target"] = {"kind": "llvm"}
     ref = module_from_package("pruned", Package(tmp_path / "p.so", side))
     assert (ref.trials, ref.arch) == (None, "x86_64")
+
+
+def test_board_of_another_arch_is_refused_before_compiling(tmp_path):
+    server = rpc.start_server()
+    try:
+        r = cli("bench", "--target", "rpi4", "-v", "pruned-a8", "--rpc", server.address,
+                "-o", tmp_path / "out", artifacts=tmp_path / "arts", timeout=120)
+    finally:
+        server.stop()
+    assert r.returncode == 2
+    assert (f"Error: target rpi4 compiles for aarch64 but the RPC server {server.address} is "
+            "x86_64") in r.stderr
+    assert "compiling" not in r.stderr and not (tmp_path / "arts").exists()

@@ -460,7 +460,9 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
     check_outputs(out_dir, force)
     names = resolve_variants(variants)
     opts = options or BenchOptions()
-    preflight(route, opts.timeout)   # an unreachable board fails before the compile
+    # an unreachable board, or one of another architecture, fails before the compile
+    from .adapter.runtime import triple_arch
+    preflight(route, opts.timeout, arch=triple_arch(preset.cpu_triple), target=preset.name)
     modules = [ensure_module(v, preset.name, seed=seed, say=say) for v in names]
     return run(preset.name, modules, route, command=command, options=options, out_dir=out_dir,
                force=force, say=say)

@@ -76,9 +76,22 @@ def resolve_route(*, via: str | None = None, rpc: str | None = None, tracker: st
     return Route("local" if via == "local" else "local-rpc")
 
 
-def preflight(route: Route, timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Fail fast (before compiling) when the server or tracker is unreachable or the key
-    has no board; bounded by ``timeout``.  Local routes need nothing."""
+def preflight(route: Route, timeout: float = DEFAULT_TIMEOUT, *, arch: str | None = None,
+              target: str = "") -> None:
+    """Fail fast (before compiling) when the server or tracker is unreachable, the key has
+    no board, or (``arch`` given) the board's CPU is not the one the target compiles for;
+    bounded by ``timeout``.  Local routes need nothing."""
+    _reachable(route, timeout)
+    if arch and route.mode in ("rpc", "tracker"):
+        with open_session(route, timeout=timeout) as sess:
+            server, where = sess.arch(), sess.where
+        if server and server != arch:
+            raise TvmflowError(
+                f"target {target or '?'} compiles for {arch} but {where} is {server}",
+                hint="pick the target preset of that board (tvmflow targets)")
+
+
+def _reachable(route: Route, timeout: float) -> None:
     import socket
     import time
     from .adapter import rpc
