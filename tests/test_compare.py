@@ -107,7 +107,7 @@ def test_all_renderings_come_from_one_report(tmp_path):
     rows = rep.to_csv().strip().splitlines()
     assert len(rows) == 1 + 3 * 2 and rows[0].startswith("variant,runner,n,p50_ms")
     md = rep.to_markdown()
-    assert "| variant | TVM p50 ms |" in md and "Alignment effect (TVM)" in md
+    assert "| variant | trials (tasks) | TVM p50 ms |" in md and "Alignment effect (TVM)" in md
     assert "First run pruned:" in md
     from rich.console import Console
     console = Console(width=250, record=True)

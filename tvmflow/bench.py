@@ -53,6 +53,7 @@ class BenchOptions:
     warmup: int = 20             # untimed runs per runner before measuring
     min_repeats: int = 200       # at least this many timed single runs per runner
     min_time: float = 1.0        # ... and at least this many seconds of timed runs per runner
+    max_time: float = 15.0       # but a slow runner stops at ~this many seconds (>= 2 runs/round)
     rounds: int = 10             # rounds of interleaved measurement
     max_repeats_per_round: int = 5000
     baselines: bool = True       # PyTorch eager + ONNX Runtime (host targets)
@@ -70,6 +71,8 @@ class BenchOptions:
                                    f"{'>= 0' if name == 'warmup' else '>= 1'}")
         if self.min_time < 0:
             raise TvmflowError("--min-time must be >= 0")
+        if self.max_time < self.min_time:
+            raise TvmflowError("--max-time must be >= --min-time")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +90,7 @@ class ModuleRef:
     arch: str | None = None          # CPU arch the module was built for (x86_64, aarch64)
     sidecar: dict[str, Any] = field(default_factory=dict)
     compiled_now: bool = False
+    coverage: str | None = None      # "tuned/tasks" of the module's tasks with a tuned schedule
 
 
 # ---------------------------------------------------------------------------- modules
@@ -125,13 +129,20 @@ def _trials(sidecar: dict[str, Any]) -> int | None:
     return None
 
 
+def _coverage(sidecar: dict[str, Any]) -> str | None:
+    cov = sidecar.get("coverage") or {}
+    if isinstance(cov.get("tasks"), int):
+        return f"{cov.get('tuned', 0)}/{cov['tasks']}"
+    return None
+
+
 def module_from_package(variant: str, pkg, compiled_now: bool = False) -> ModuleRef:
     """A :class:`ModuleRef` from a ``tvmflow.package.Package`` (compile's result)."""
     from .adapter.runtime import triple_arch
     sidecar = dict(pkg.sidecar or {})
     weights = sidecar.get("weights") or {}
     return ModuleRef(variant=variant, path=Path(pkg.path), seed=int(pkg.seed),
-                     trials=_trials(sidecar),
+                     trials=_trials(sidecar), coverage=_coverage(sidecar),
                      checkpoint=weights.get("path") if weights.get("kind") != "random" else None,
                      arch=triple_arch(pkg.cpu_triple), sidecar=sidecar, compiled_now=compiled_now)
 
@@ -280,7 +291,10 @@ def _check_output(got: np.ndarray, ref: np.ndarray, opts: BenchOptions, variant:
 def _repeats_per_round(est: float, opts: BenchOptions) -> int:
     by_count = math.ceil(opts.min_repeats / opts.rounds)
     by_time = math.ceil(opts.min_time / opts.rounds / max(est, 1e-7))
-    return int(min(max(by_count, by_time, 1), opts.max_repeats_per_round))
+    n = max(by_count, by_time, 1)
+    if n * opts.rounds * est > opts.max_time:       # a slow runner: cap its time, not forever
+        n = max(2, int(opts.max_time / opts.rounds / max(est, 1e-7)))
+    return int(min(n, opts.max_repeats_per_round))
 
 
 # ---------------------------------------------------------------------------- the run
@@ -327,7 +341,7 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
             for mod in modules:
                 spec = get_spec(mod.variant)
                 result = VariantResult(mod.variant, spec.macs, spec.params, str(mod.path),
-                                       mod.trials)
+                                       mod.trials, coverage=mod.coverage)
                 report.results.append(result)
                 runners_per_variant[mod.variant] = _prepare_variant(
                     mod, spec, sess, result, opts, host_baselines, threads, say)
@@ -410,7 +424,11 @@ def _measure(report: BenchReport, runners_per_variant: dict[str, list], opts: Be
             if opts.warmup:
                 r.run(opts.warmup)
             probe = r.time(max(1, min(5, opts.min_repeats)))
-            est[(variant, r.kind)] = _repeats_per_round(float(np.median(probe)), opts)
+            est[(variant, r.kind)] = n = _repeats_per_round(float(np.median(probe)), opts)
+            if n * opts.rounds < opts.min_repeats:
+                report.result(variant).runner_info.setdefault(r.kind, {})["capped"] = (
+                    f"{n * opts.rounds} runs instead of {opts.min_repeats}: ~"
+                    f"{float(np.median(probe)) * 1e3:.0f} ms per run, --max-time {opts.max_time:g} s")
             report.result(variant).latency[r.kind] = Latency(np.empty(0))
             time.sleep(opts.settle)
     variants = list(runners_per_variant)

@@ -44,6 +44,7 @@ class VariantResult:
     params: int
     module: str | None = None
     trials: int | None = None
+    coverage: str | None = None        # "tuned/tasks" from the sidecar
     check: dict[str, Any] = field(default_factory=dict)
     first_run: dict[str, dict[str, float]] = field(default_factory=dict)   # runner -> info
     latency: dict[str, Latency] = field(default_factory=dict)              # runner -> samples
@@ -66,7 +67,8 @@ class VariantResult:
 
     def to_json(self, samples: bool = True) -> dict[str, Any]:
         out = {"variant": self.variant, "macs": self.macs, "params": self.params,
-               "module": self.module, "trials": self.trials, "check": self.check,
+               "module": self.module, "trials": self.trials, "coverage": self.coverage,
+               "check": self.check,
                "first_run": self.first_run, "runners": self.runner_info,
                "latency": {k: v.to_json(samples) for k, v in self.latency.items()}}
         if self.p50() is not None:
@@ -79,6 +81,7 @@ class VariantResult:
     def from_json(cls, data: dict[str, Any]) -> "VariantResult":
         return cls(variant=data["variant"], macs=int(data["macs"]), params=int(data["params"]),
                    module=data.get("module"), trials=data.get("trials"),
+                   coverage=data.get("coverage"),
                    check=data.get("check") or {}, first_run=data.get("first_run") or {},
                    latency={k: Latency.from_json(v) for k, v in (data.get("latency") or {}).items()},
                    runner_info=data.get("runners") or {})
@@ -165,6 +168,9 @@ class BenchReport:
             out.append(f"latency varies a lot (CV > {CV_WARN * 100:.0f}%) for {', '.join(noisy)}; "
                        f"the medians are still usable, but {CV_HINT}")
         for r in self.results:
+            for kind, info in r.runner_info.items():
+                if info.get("capped"):
+                    out.append(f"{r.variant} [{LABELS.get(kind, kind)}]: {info['capped']}")
             if r.check and not r.check.get("ok", True):
                 out.append(f"{r.variant}: the output differs from PyTorch "
                            f"(max abs error {r.check.get('max_abs_err')})")
@@ -181,7 +187,7 @@ class BenchReport:
         return out
 
     def columns(self) -> list[str]:
-        cols = ["variant", "TVM p50 ms", "95% CI ms", "CV %", "vs original", "MMACs",
+        cols = ["variant", "trials (tasks)", "TVM p50 ms", "95% CI ms", "CV %", "vs original", "MMACs",
                 "k params", "GFLOP/s"]
         for k in self.baseline_kinds():
             cols += [f"{SHORT[k]} p50 ms", f"TVM/{SHORT[k]}"]
@@ -202,7 +208,10 @@ class BenchReport:
             has = lat is not None and lat.n > 0
             lo, hi = lat.median_ci() if has else (None, None)
             sp = self.speedup(r)
-            row = [r.variant, _ms(lat.p50) if has else "-",
+            tuned = "untuned" if r.trials is None else str(r.trials)
+            if r.coverage:
+                tuned += f" ({r.coverage})"
+            row = [r.variant, tuned, _ms(lat.p50) if has else "-",
                    f"{_ms(lo)}-{_ms(hi)}" if has else "-",
                    f"{lat.cv * 100:.1f}" if has else "-",
                    f"{sp:.2f}x" if sp else "-", f"{r.macs / 1e6:.1f}", f"{r.params / 1e3:.1f}",
@@ -256,6 +265,7 @@ class BenchReport:
             if env.get(k)))
         lines.append(f"target: {json.dumps(env.get('target_dict'))}; seed {self.seed}; trials: "
                      + ", ".join(f"{r.variant}={r.trials if r.trials is not None else 'untuned'}"
+                                 + (f" ({r.coverage} tasks tuned)" if r.coverage else "")
                                  for r in self.results))
         lines.extend(f"Warning: {w}" for w in self.warnings())
         return lines

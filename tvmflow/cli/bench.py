@@ -24,6 +24,8 @@ def _options(f):
                      help="at least this many timed single runs per runner"),
         click.option("--min-time", default=1.0, show_default=True,
                      help="at least this many seconds of timed runs per runner"),
+        click.option("--max-time", default=15.0, show_default=True,
+                     help="a slow runner stops after about this many seconds of timed runs"),
         click.option("--rounds", default=10, show_default=True,
                      help="measurement rounds (compare interleaves the variants in each)"),
         click.option("--baselines/--no-baselines", default=True, show_default=True,
@@ -43,14 +45,18 @@ def _options(f):
 
 
 def _run(command, variants, target, via, rpc_addr, tracker, key, warmup, min_repeats, min_time,
-         rounds, baselines, check, seed, timeout, output, force):
+         max_time, rounds, baselines, check, seed, timeout, output, force):
     from ..bench import BenchOptions, bench
     from ..ui import console, err_console
     options = BenchOptions(warmup=warmup, min_repeats=min_repeats, min_time=min_time,
-                           rounds=rounds, baselines=baselines, check=check, timeout=timeout)
+                           max_time=max_time, rounds=rounds, baselines=baselines, check=check, timeout=timeout)
     report = bench(target, variants, via=via, rpc=rpc_addr, tracker=tracker, key=key,
                    command=command, options=options, out_dir=output, force=force, seed=seed,
                    say=lambda m: err_console.print(f"[dim]{m}[/dim]", highlight=False))
+    import sys
+    from rich.console import Console
+    if not sys.stdout.isatty():   # the table is wide: do not crop it in logs and pipes
+        console = Console(width=240)
     console.print(report.to_table())
     for line in report.first_run_lines() + report.footer():
         console.print(line, highlight=False, soft_wrap=True)
