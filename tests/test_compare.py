@@ -192,3 +192,12 @@ def test_noisy_runners_get_one_warning_with_a_hint():
     assert "pruned [TVM]" in warning and "original [TVM]" in warning
     assert "governor" in warning and "busy board" in warning
     assert f"Warning: {warning}" in rep.footer()
+
+
+def test_alignment_line_warns_when_tuning_differs():
+    rep = _synthetic(0.8)
+    assert "CAUTION" not in rep.alignment_sentence()
+    rep.result("pruned-a8").trials, rep.result("pruned-a8").coverage = 144, "9/13"
+    sentence = rep.alignment_sentence()
+    assert "CAUTION: the two modules are not tuned alike (pruned-a8: 144, 9/13 tasks tuned; " \
+           "pruned: 768)" in sentence

@@ -144,9 +144,17 @@ class BenchReport:
         how = f"{abs(pct):.1f}% {'faster' if pct > 0 else 'slower'}"
         verdict = ("significant: the 95% CI excludes 1" if ci.significant else
                    "NOT significant: the 95% CI includes 1")
-        return (f"Alignment effect ({LABELS.get(runner, runner)}): {aligned} / {plain} latency = "
+        text = (f"Alignment effect ({LABELS.get(runner, runner)}): {aligned} / {plain} latency = "
                 f"{ci.ratio:.3f} (95% CI {ci.lo:.3f}-{ci.hi:.3f}, bootstrap of medians, seed "
                 f"{ci.seed}): {aligned} is {how} -- {verdict}.")
+        a, b = self.result(aligned), self.result(plain)
+        if runner == "tvm" and (a.trials, a.coverage) != (b.trials, b.coverage):
+            def tuned(r):
+                return f"{r.trials if r.trials is not None else 'untuned'}" + \
+                    (f", {r.coverage} tasks tuned" if r.coverage else "")
+            text += (f" CAUTION: the two modules are not tuned alike ({aligned}: {tuned(a)}; "
+                     f"{plain}: {tuned(b)}), so this ratio also measures the tuning.")
+        return text
 
     def warnings(self) -> list[str]:
         out = []
