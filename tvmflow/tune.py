@@ -187,8 +187,13 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
     if repaired is not None and not repaired.ok:
         meta["repaired"] = meta.get("repaired", []) + [f"{schedules.now_iso()}: {repaired.describe()}"]
 
+    records_at_start = schedules.record_count(log_dir)
+
     def finish(interrupted: bool, wall: float):
-        # the database is the ground truth for what was kept
+        # the database is the ground truth for what was kept: a batch committed by
+        # MetaSchedule but interrupted before our callback saw it still counts
+        committed = schedules.record_count(log_dir) - records_at_start
+        result.trials_total = max(result.trials_total, result.trials_before + committed)
         meta["trials"] = result.trials_total
         meta["wall_s"] = round(wall_before + wall, 1)
         meta["task_trials"] = n_trials_task
