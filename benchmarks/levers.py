@@ -59,7 +59,7 @@ def time_variant(variant: str, root: Path | None, rounds: int, repeat: int, thre
         out = out[0]
     err = float(np.abs(out.numpy() - model.reference(x)).max())
     timer = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeat)
-    others = make_baselines(variant, model, x, threads) if baselines else []
+    others = make_baselines(variant, model.torch_model, x, threads) if baselines else []
     for r in others:
         r.run(10)
     samples: dict[str, list] = {"tvm": []}
