@@ -14,7 +14,9 @@ Both commands go through one path:
    D E, ...), so drift of the machine spreads over all of them; ``bench`` measures one variant
    after the other.  Within a variant TVM and its baselines alternate the same way.  Each
    round takes enough single runs that, over all rounds, every runner gets at least
-   ``min_repeats`` samples and ``min_time`` seconds of measured runs.
+   ``min_repeats`` samples and ``min_time`` seconds of measured runs -- except a runner so
+   slow that this would take more than ``max_time`` seconds: it gets fewer samples (at least
+   2 per round), and the report says so.
 
 After every round the report so far is written to ``report.partial.json`` in the output
 directory, so a board that dies mid-run loses nothing already measured: the run ends with a
