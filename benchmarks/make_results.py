@@ -89,8 +89,10 @@ def render() -> str:
     faster = sweep["faster_with_more_macs"]
     more_macs = [r["align"] for r in rows if r["macs"] > ref["macs"]]
     if faster:
-        verdict = (f"With more MACs than `{ref['variant']}` (N=1), N = {', '.join(map(str, faster))} "
-                   "is nevertheless faster (its 95 % CI lies entirely below N=1's).")
+        verdict = (f"N = {', '.join(map(str, faster))} "
+                   + ("has" if len(faster) == 1 else "have")
+                   + f" more MACs than `{ref['variant']}` (N=1) and " + ("is" if len(faster) == 1 else "are")
+                   + " nevertheless faster: the 95 % CI lies entirely below N=1's.")
     else:
         verdict = ("No aligned variant with more MACs than N=1 is faster with non-overlapping "
                    "95 % confidence intervals on this machine" +
@@ -123,6 +125,12 @@ original width, counts below N unchanged). Schedules: {budget}.
 {_md_table(["N", "variant", "channels", "conv MMACs", "params", "p50 ms", "95 % CI ms", "vs N=1", "schedules"], sweep_rows)}
 
 {verdict}
+
+Caveat: each variant got the same small budget (256 trials), tuned while the 2 cores were
+shared with other jobs. A tuned module's latency therefore also reflects how good a schedule
+the search happened to find for it. The per-variant differences (for example N=4 slower
+than N=2) are partly schedule luck, and the ranking can change with a larger budget. The
+confidence intervals cover only the timing noise, not the tuning variance.
 
 ![latency and MACs against N]({png})
 
