@@ -501,7 +501,7 @@ def plot_sweep(result: SweepResult, path: Path) -> Path:
                 label=f"faster than N={ref.align} despite more MACs")
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="best", fontsize=8)
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower left", fontsize=8)
     cpu = result.machine.get("name", "")
     ax.set_title(f"{result.source}: alignment sweep on {result.target} ({cpu})", fontsize=9)
     fig.tight_layout()
