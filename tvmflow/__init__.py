@@ -1,0 +1,38 @@
+"""tvmflow: does pruning, grouping or channel alignment make a CNN faster on a real device?
+
+The library API mirrors the CLI, one function per command::
+
+    import tvmflow
+    tvmflow.list_models("pruned*")              # ['pruned', 'pruned-a8']
+    model = tvmflow.import_model("pruned-a8")   # Relax IRModule + params (a TVMFlowModel)
+    tvmflow.tune("pruned-a8", "host", trials=64)
+    pkg = tvmflow.compile("pruned-a8", "host")  # .so + JSON sidecar (a Package)
+    report = tvmflow.compare("host")            # a BenchReport: table, JSON, CSV, plot
+
+TVM itself is imported lazily, on the first call that needs it.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from .errors import TvmflowError
+from .registry import create_model, get_spec, list_models
+from .frontend import import_model
+from .compile import compile
+from .tune import tune
+from .bench import bench, compare
+from .run import run
+from .verify import verify
+from .prune import prune
+from .profile import profile
+from .sweep import sweep
+
+try:
+    __version__ = _version("tvmflow")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["TvmflowError", "bench", "compare", "compile", "create_model", "get_spec",
+           "import_model", "list_models", "profile", "prune", "run", "sweep", "tune", "verify",
+           "__version__"]

@@ -25,11 +25,13 @@ TvmflowError that names the partial file.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
 import platform
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,6 +67,7 @@ class BenchOptions:
     settle: float = 0.02         # seconds of idle between runners (lets spinning threads sleep)
     timeout: float = 30.0        # connect / request / registration waits
     seed: int | None = None      # input seed (default: the module's weight seed)
+    boards: int = 1              # bench through a tracker: spread the variants over N boards
 
     def __post_init__(self):
         for name in ("warmup", "min_repeats", "rounds"):
@@ -75,6 +78,8 @@ class BenchOptions:
             raise TvmflowError("--min-time must be >= 0")
         if self.max_time < self.min_time:
             raise TvmflowError("--max-time must be >= --min-time")
+        if int(self.boards) < 1:
+            raise TvmflowError("--boards must be >= 1")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -334,19 +339,44 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
         if out_dir is not None:
             partial_path = report.save_partial(out_dir)
 
+    boards = _check_boards(opts, route, command, len(modules))
     try:
-        with open_session(route, device_kind=preset.device, timeout=opts.timeout) as sess:
+        with contextlib.ExitStack() as stack:
+            sessions = [stack.enter_context(open_session(route, device_kind=preset.device,
+                                                         timeout=opts.timeout))
+                        for _ in range(boards)]
+            sess = sessions[0]
             start_load = report.environment["load_avg_start"]
             report.environment = environment(preset, route, sess)
             report.environment["load_avg_start"] = start_load
             say(f"device: {route.describe()} (arch {sess.arch() or 'unknown'})")
             for mod in modules:
                 spec = get_spec(mod.variant)
-                result = VariantResult(mod.variant, spec.macs, spec.params, str(mod.path),
-                                       mod.trials, coverage=mod.coverage)
-                report.results.append(result)
-                runners_per_variant[mod.variant] = _prepare_variant(
-                    mod, spec, sess, result, opts, host_baselines, threads, say)
+                report.results.append(VariantResult(mod.variant, spec.macs, spec.params,
+                                                    str(mod.path), mod.trials,
+                                                    coverage=mod.coverage))
+            # each board gets every boards-th variant; a variant is measured on one board only
+            shares = [(s, modules[i::boards]) for i, s in enumerate(sessions)]
+            if boards > 1:
+                servers = [s.server_id() for s in sessions]
+                if len(set(servers)) < boards:
+                    raise TvmflowError(f"the tracker handed out the same server twice for "
+                                       f"key {route.key!r}")
+                report.environment["boards"] = servers
+                say(f"{boards} boards: " + "; ".join(
+                    f"{', '.join(m.variant for m in mods)} on {srv}"
+                    for (_, mods), srv in zip(shares, servers)))
+
+            def prepare(share):
+                s, mods = share
+                server = s.server_id() if boards > 1 else None
+                for mod in mods:
+                    result = report.result(mod.variant)
+                    runners_per_variant[mod.variant] = _prepare_variant(
+                        mod, get_spec(mod.variant), s, result, opts, host_baselines, threads, say)
+                    if server is not None:
+                        result.runner_info["tvm"]["server"] = server
+            _on_boards(prepare, shares)
             report.environment["baselines"] = (
                 f"PyTorch eager + ONNX Runtime in the host process, {threads} threads"
                 if host_baselines else "off (" + (
@@ -356,8 +386,17 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
             report.environment["trials"] = {m.variant: m.trials for m in modules}
             report.environment["seeds"] = {m.variant: m.seed for m in modules}
             save_partial()
-            _measure(report, runners_per_variant, opts, interleave=(command == "compare"),
-                     say=say, after_round=save_partial)
+            lock = threading.Lock()
+
+            def save_locked():
+                with lock:
+                    save_partial()
+
+            def measure(share):
+                _measure(report, {m.variant: runners_per_variant[m.variant] for m in share[1]},
+                         opts, interleave=(command == "compare"), say=say,
+                         after_round=save_locked)
+            _on_boards(measure, shares)
     except TvmflowError as exc:
         if any(lat.n for r in report.results for lat in r.latency.values()):
             report.partial, report.error = True, str(exc)
@@ -382,6 +421,49 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
     if out_dir is not None:
         report.save(out_dir, force=True)
     return report
+
+
+def _check_boards(opts: BenchOptions, route: Route, command: str, n_variants: int) -> int:
+    """How many boards to use: ``--boards`` checked against the route and the tracker."""
+    boards = int(opts.boards)
+    if boards == 1:
+        return 1
+    if command == "compare":
+        raise TvmflowError("compare measures every variant on one board, interleaved in rounds; "
+                           "--boards is for bench", hint="drop --boards, or use `tvmflow bench`")
+    if route.mode != "tracker":
+        raise TvmflowError("--boards needs a tracker: boards are found under a key",
+                           hint="pass --tracker HOST:PORT --key KEY (or set TVM_TRACKER_*)")
+    from .adapter import rpc
+    host, port = rpc.parse_hostport(route.address)
+    free = len(rpc.servers_under(rpc.tracker_summary(host, port, timeout=opts.timeout), route.key))
+    if free < boards:
+        raise TvmflowError(f"--boards {boards}: the tracker at {route.address} has {free} "
+                           f"server(s) registered under key {route.key!r}",
+                           hint="start more boards under the key, or ask for fewer")
+    return min(boards, n_variants)
+
+
+def _on_boards(fn: Callable[[Any], None], shares: list) -> None:
+    """``fn(share)`` for each board's share, in parallel threads when there are several;
+    the first error is raised here once all threads have stopped."""
+    if len(shares) == 1:
+        fn(shares[0])
+        return
+    errors: list[BaseException] = []
+
+    def work(share):
+        try:
+            fn(share)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(exc)
+    threads = [threading.Thread(target=work, args=(sh,), daemon=True) for sh in shares]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise next((e for e in errors if isinstance(e, TvmflowError)), errors[0])
 
 
 def _prepare_variant(mod: ModuleRef, spec, sess, result: VariantResult, opts: BenchOptions,
@@ -486,3 +568,9 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
     modules = [ensure_module(v, preset.name, seed=seed, say=say) for v in names]
     return run(preset.name, modules, route, command=command, options=options, out_dir=out_dir,
                force=force, say=say)
+
+
+def compare(target: str = "host", variants: list[str] | str = "all", **kwargs) -> BenchReport:
+    """``tvmflow compare``: :func:`bench` with the variants measured interleaved in rounds,
+    the speed-up table and the alignment line."""
+    return bench(target, variants, command="compare", **kwargs)

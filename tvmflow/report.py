@@ -275,6 +275,11 @@ class BenchReport:
                      + ", ".join(f"{r.variant}={r.trials if r.trials is not None else 'untuned'}"
                                  + (f" ({r.coverage} tasks tuned)" if r.coverage else "")
                                  for r in self.results))
+        if env.get("boards"):
+            lines.append(f"{len(env['boards'])} boards under one key, each variant measured on "
+                         "one: " + "; ".join(
+                             f"{r.variant} on {r.runner_info.get('tvm', {}).get('server', '?')}"
+                             for r in self.results))
         lines.extend(f"Warning: {w}" for w in self.warnings())
         return lines
 

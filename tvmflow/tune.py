@@ -92,6 +92,17 @@ def resolve_tracker(tracker: str | None, key: str | None) -> tuple[str, int, str
     return host, int(port), key
 
 
+def boards_under_key(host: str, port: int, key: str, cap: int = 8) -> int:
+    """How many servers the tracker lists under ``key`` (1 when it cannot tell): the
+    default number of RPC runner workers, so each board measures candidates in parallel."""
+    from .adapter import rpc as ad_rpc
+    try:
+        n = len(ad_rpc.servers_under(ad_rpc.tracker_summary(host, port, timeout=10), key))
+    except TvmflowError:
+        return 1
+    return max(1, min(cap, n))
+
+
 def _check_runnable(preset, rpc) -> None:
     if rpc is not None:
         return
@@ -112,7 +123,7 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
          seed: int = DEFAULT_SEED, fresh: bool = False, tracker: str | None = None,
          key: str | None = None, root: Path | None = None, workers: int | None = None,
          options=None, keep_best: int | None = None, frontend: str = "torch",
-         on_batch: Callable[[dict[str, Any]], None] | None = None,
+         rpc_workers: int | None = None, on_batch: Callable[[dict[str, Any]], None] | None = None,
          on_start: Callable[[dict[str, Any]], None] | None = None) -> TuneResult:
     """Tune one variant for one target preset; returns a :class:`TuneResult`."""
     from .targets import get_target, host_cores
@@ -123,6 +134,10 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
     preset = get_target(target)
     rpc = resolve_tracker(tracker, key)
     _check_runnable(preset, rpc)
+    if rpc_workers is not None and rpc_workers < 1:
+        raise TvmflowError(f"--rpc-workers must be at least 1, got {rpc_workers}")
+    if rpc is not None and rpc_workers is None:
+        rpc_workers = boards_under_key(*rpc)
     from .registry import get_spec
     spec = get_spec(variant)
     log_dir = schedules.schedule_dir(preset.name, spec.name, root)
@@ -132,7 +147,7 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
                             per_round=per_round, seed=seed, fresh=fresh, rpc=rpc,
                             workers=workers or min(2, host_cores()) or 1, options=options,
                             keep_best=keep_best, frontend=frontend, on_batch=on_batch,
-                            on_start=on_start)
+                            on_start=on_start, rpc_workers=rpc_workers or 1)
     finally:
         lk.release()
 
@@ -144,7 +159,8 @@ def _clear(log_dir: Path) -> None:
 
 
 def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_round, seed, fresh,
-                 rpc, workers, options, keep_best, frontend, on_batch, on_start) -> TuneResult:
+                 rpc, workers, options, keep_best, frontend, on_batch, on_start,
+                 rpc_workers: int = 1) -> TuneResult:
     from .adapter import pipeline
     from .adapter import tune as ad
     from .frontend import import_model
@@ -180,7 +196,8 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
                 tvm_version=ad.tvm_version(), mcpu=preset.target.get("mcpu"),
                 pipeline=opts.to_json(), seed=seed, per_round=per_round,
                 n_tasks=len(tasks), tasks=names, weights=weights, frontend=frontend,
-                measured_on=(f"rpc {rpc[0]}:{rpc[1]} key {rpc[2]}" if rpc else "local"),
+                measured_on=(f"rpc {rpc[0]}:{rpc[1]} key {rpc[2]} ({rpc_workers} runner "
+                             f"worker{'s' if rpc_workers > 1 else ''})" if rpc else "local"),
                 detected=preset.detected)
     meta.setdefault("created", schedules.now_iso())
     result = TuneResult(spec.name, preset.name, log_dir, done, 0, done, 0, 0.0)
@@ -239,7 +256,8 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
     cross = preset.cross_compiler if preset.is_cross else None
     builder = ad.make_builder(max_workers=workers, timeout_sec=60.0,
                               export="so" if rpc else "tar", cross_compiler=cross)
-    runner = (ad.make_rpc_runner(*rpc) if rpc else ad.make_local_runner())
+    runner = (ad.make_rpc_runner(*rpc, max_workers=rpc_workers) if rpc
+              else ad.make_local_runner())
     interrupted = False
     # Ctrl-C may surface from inside TVM as a plain RuntimeError (its C++ loops check for
     # signals); remember that it happened so it is reported as an interrupt, not a crash

@@ -81,6 +81,12 @@ class RuntimeSession:
             return f"the board under key {self.key!r} (tracker {self.address})"
         return f"the RPC server {self.address}" if self.is_remote else "this machine"
 
+    def server_id(self) -> str | None:
+        """Tells the servers behind one tracker key apart: the server's work directory."""
+        if not self.is_remote:
+            return None
+        return rpc.server_workdir(self.remote)
+
     @property
     def is_remote(self) -> bool:
         return self.remote is not None

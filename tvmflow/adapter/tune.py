@@ -16,6 +16,7 @@ JSONDatabase in ``work_dir`` and :class:`ProgressCallback` after each measured b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -223,6 +224,35 @@ def make_scheduler(best: dict[int, float]):
     return EagerScheduler()
 
 
+@contextlib.contextmanager
+def native_stderr_to(path: str):
+    """Send what TVM's C++ side prints on stderr (fd 2) to ``path`` while tuning.
+
+    MetaSchedule's schedule rules warn once per task and round through LOG(WARNING), which
+    writes to fd 2 directly, past Python's ``sys.stderr``; the terminal keeps only tvmflow's
+    progress and errors (raised as exceptions, printed after fd 2 is restored).
+    """
+    import sys
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters)
+        yield
+        return
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except ValueError:
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _quiet_meta_schedule_console() -> None:
     """MetaSchedule logs to stdout and to work_dir/logs; keep only the files."""
     for name in ("tvm.s_tir.meta_schedule",):
@@ -292,9 +322,10 @@ def run_tuning(tasks, work_dir: str, *, trials: int, trials_per_task: int | None
         triple = str(target.attrs.get("mtriple", "") or "")
         light_tensor_intrin_import("arm" if triple.startswith(("aarch64", "arm")) else "x86")
     strategy = "evolutionary" if stock else search_strategy(population)
-    import contextlib
     import io
-    with contextlib.redirect_stdout(io.StringIO()):  # its console logger binds sys.stdout here
+    native_log = os.path.join(work_dir, "logs", "tvm-native.log")
+    with contextlib.redirect_stdout(io.StringIO()), native_stderr_to(native_log):
+        # its console logger binds sys.stdout here
         ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             tasks, work_dir, seed=seed, num_threads=search_threads, strategy=strategy)
     _quiet_meta_schedule_console()
@@ -311,11 +342,12 @@ def run_tuning(tasks, work_dir: str, *, trials: int, trials_per_task: int | None
     callbacks.append(make_callback(record))
     scheduler = "gradient" if stock else make_scheduler(best)
     database = "json" if stock else open_database(work_dir)
-    return ms.tune_tasks(tasks=ctxs, task_weights=weights, work_dir=work_dir,
-                         max_trials_global=trials, max_trials_per_task=trials_per_task,
-                         num_trials_per_iter=per_round, builder=builder, runner=runner,
-                         database=database, cost_model="xgb", measure_callbacks=callbacks,
-                         task_scheduler=scheduler)
+    with native_stderr_to(native_log):
+        return ms.tune_tasks(tasks=ctxs, task_weights=weights, work_dir=work_dir,
+                             max_trials_global=trials, max_trials_per_task=trials_per_task,
+                             num_trials_per_iter=per_round, builder=builder, runner=runner,
+                             database=database, cost_model="xgb", measure_callbacks=callbacks,
+                             task_scheduler=scheduler)
 
 
 def tvm_version() -> str:

@@ -32,6 +32,9 @@ def _options(f):
                      help="also time PyTorch eager and ONNX Runtime (host targets)"),
         click.option("--check/--no-check", default=True, show_default=True,
                      help="check the device output against PyTorch (1e-4) before timing"),
+        click.option("--boards", default=1, show_default=True,
+                     help="bench with --tracker: spread the variants over N boards under the key, "
+                          "measured in parallel (each variant on one board)"),
         click.option("--seed", default=0, show_default=True, help="weight/input seed for compile"),
         click.option("--timeout", default=30.0, show_default=True,
                      help="seconds to wait for a server, tracker or board"),
@@ -45,11 +48,12 @@ def _options(f):
 
 
 def _run(command, variants, target, via, rpc_addr, tracker, key, warmup, min_repeats, min_time,
-         max_time, rounds, baselines, check, seed, timeout, output, force):
+         max_time, rounds, baselines, check, boards, seed, timeout, output, force):
     from ..bench import BenchOptions, bench
     from ..ui import console, err_console
     options = BenchOptions(warmup=warmup, min_repeats=min_repeats, min_time=min_time,
-                           max_time=max_time, rounds=rounds, baselines=baselines, check=check, timeout=timeout)
+                           max_time=max_time, rounds=rounds, baselines=baselines, check=check, timeout=timeout,
+                           boards=boards)
     report = bench(target, variants, via=via, rpc=rpc_addr, tracker=tracker, key=key,
                    command=command, options=options, out_dir=output, force=force, seed=seed,
                    say=lambda m: err_console.print(f"[dim]{m}[/dim]", highlight=False))

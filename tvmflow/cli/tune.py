@@ -18,15 +18,18 @@ from . import cli
 @click.option("--keep-best", type=int, default=None, help="After tuning keep only the best N records per task.")
 @click.option("--tracker", default=None, help="RPC tracker HOST:PORT (or $TVM_TRACKER_HOST/PORT).")
 @click.option("--key", default=None, help="RPC key of the board (or $TVM_TRACKER_KEY).")
+@click.option("--rpc-workers", type=int, default=None,
+              help="Candidates measured at once through the tracker (default: the boards under the key).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def tune_cmd(target, variant, trials, trials_per_task, per_round, seed, fresh, keep_best, tracker,
-             key, as_json):
+             key, rpc_workers, as_json):
     """Auto-schedule variants with MetaSchedule (XGBoost cost model)."""
     from ..registry import resolve_variants
     from ..tune import tune_variants
     res = tune_variants(resolve_variants(variant), target, quiet=as_json, trials=trials,
                         trials_per_task=trials_per_task, per_round=per_round, seed=seed,
-                        fresh=fresh, keep_best=keep_best, tracker=tracker, key=key)
+                        fresh=fresh, keep_best=keep_best, tracker=tracker, key=key,
+                        rpc_workers=rpc_workers)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in res], indent=2))
 

@@ -1,0 +1,197 @@
+"""The whole flow on emulated arm64 boards behind a real tracker (issue: edge boards).
+
+Two boards are registered under one key with a tracker started here.  Through them, with the
+real CLI:
+
+* `bench --target rpi4 -v all --boards 2` compiles all five variants for the board, checks each
+  output on the board against PyTorch (1e-4), times them, says the board is emulated, and
+  spreads the variants over both boards;
+* `tune --target rpi4` cross-compiles candidates here and measures them on both boards (two RPC
+  runner workers), landing records in schedules/rpi4/<variant>/;
+* one board is killed during a tune: the tune carries on with the other (or stops cleanly)
+  and no finished record is lost;
+* the last board is killed during a bench: a clear error, not a hang, and the rounds already
+  measured are saved.
+
+Needs the board root (`tvmflow board setup`, cached under ~/.cache/tvmflow/board).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tvmflow import board
+from tvmflow import schedules as S
+from tvmflow.adapter import rpc
+
+KEY = f"pytest-flow-{os.getpid()}"
+NAMES = ("pytest-flow-a", "pytest-flow-b")
+VARIANTS = ("original", "grouped", "grouped-wide", "pruned", "pruned-a8")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Artifacts and schedules of this module's own (no shipped rpi4 logs leak in)."""
+    root = tmp_path_factory.mktemp("flow")
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("TVM_TRACKER", "TVMFLOW_"))}
+    e.update(TVMFLOW_ARTIFACTS_DIR=str(root / "artifacts"), TVMFLOW_SCHEDULES=str(root / "sched"),
+             COLUMNS="200")
+    return {"root": root, "env": e}
+
+
+def cli(env, *args, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tvmflow", *map(str, args)], env=env["env"],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def popen(env, *args, log: Path) -> subprocess.Popen:
+    out = open(log, "w")
+    return subprocess.Popen([sys.executable, "-m", "tvmflow", *map(str, args)], env=env["env"],
+                            stdout=out, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope="module")
+def tracker(tmp_path_factory):
+    board.ensure_setup()
+    proc = rpc.start_tracker(log=tmp_path_factory.mktemp("flow_tracker") / "tracker.log")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def boards(tracker):
+    live = {b.name for b in board.running_boards()}
+    for name in NAMES:                       # leftovers of an interrupted run
+        if name in live:
+            board.stop(name)
+    with board.running(NAMES, tracker.address, KEY) as infos:
+        yield {b.name: b for b in infos}
+
+
+def served(info) -> int:
+    """Modules the board's server has loaded so far (one line per session's load)."""
+    return Path(info.log).read_text(errors="replace").count("load_module")
+
+
+def test_bench_all_variants_on_two_boards(env, tracker, boards):
+    before = {n: served(b) for n, b in boards.items()}
+    out = env["root"] / "bench"
+    r = cli(env, "bench", "--target", "rpi4", "-v", "all", "--tracker", tracker.address,
+            "--key", KEY, "--boards", "2", "--warmup", "1", "--min-repeats", "3", "--min-time", "0",
+            "--max-time", "2", "--rounds", "2", "-o", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert [x["variant"] for x in rep["results"]] == list(VARIANTS)
+    for x in rep["results"]:
+        # the output computed on the board matched PyTorch before any timing
+        assert x["check"]["ok"] is True and x["check"]["max_abs_err"] <= 1e-4, x["check"]
+        assert x["latency"]["tvm"]["n"] >= 3
+        assert x["module"].endswith(f"rpi4/{x['variant']}.so") or x["variant"] in x["module"]
+    envd = rep["environment"]
+    assert envd["emulated"] is True and envd["server_arch"] == "aarch64"
+    assert "emulat" in r.stdout.lower()          # the terminal report says so too
+    assert "emulat" in (out / "report.md").read_text().lower()
+    # both boards served: two distinct servers in the report, and both servers' logs
+    servers = {x["runners"]["tvm"]["server"] for x in rep["results"]}
+    assert len(servers) == 2 and sorted(servers) == sorted(envd["boards"])
+    for name, info in boards.items():
+        assert served(info) > before[name], f"board {name} served no module"
+
+
+def test_tune_through_the_tracker_uses_both_boards(env, tracker, boards):
+    before = {n: served(b) for n, b in boards.items()}
+    r = cli(env, "tune", "--target", "rpi4", "-v", "pruned-a8", "--trials", "16", "--per-round",
+            "8", "--trials-per-task", "8", "--tracker", tracker.address, "--key", KEY, "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)[0]
+    assert res["trials_run"] == 16 and res["valid"] > 0, res
+    d = env["root"] / "sched" / "rpi4" / "pruned-a8"
+    assert S.record_count(d) >= res["valid"]
+    meta = S.read_meta(d)
+    assert meta["target"]["mtriple"] == "aarch64-linux-gnu"
+    assert f"key {KEY} (2 runner workers)" in meta["measured_on"]
+    assert len(meta["task_trials"]) >= 2                  # a few tasks x 8 trials
+    # candidates were cross-compiled here and loaded by both boards
+    for name, info in boards.items():
+        assert served(info) > before[name], f"board {name} measured no candidate"
+    # and compile picks the records up for the board
+    r = cli(env, "compile", "--target", "rpi4", "-v", "pruned-a8", "--force")
+    assert r.returncode == 0, r.stderr[-2000:]
+    side = json.loads((env["root"] / "artifacts" / "rpi4" / "pruned-a8.json").read_text())
+    assert side["schedules"]["path"] == str(d) and side["coverage"]["tuned"] >= 1
+
+
+def test_killing_one_board_during_a_tune_keeps_every_record(env, tracker, boards):
+    d = env["root"] / "sched" / "rpi4" / "pruned"
+    log = env["root"] / "tune-kill.log"
+    proc = popen(env, "tune", "--target", "rpi4", "-v", "pruned", "--trials", "40", "--per-round",
+                 "8", "--trials-per-task", "8", "--tracker", tracker.address, "--key", KEY,
+                 "--rpc-workers", "2", "--json", log=log)
+    counts = []
+    try:
+        deadline = time.monotonic() + 600
+        while S.record_count(d) == 0:                     # a first batch is committed
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no record after 10 minutes"
+            time.sleep(1)
+        counts.append(S.record_count(d))
+        board.stop(NAMES[1])                              # pull one board's plug
+        while proc.poll() is None:
+            counts.append(S.record_count(d))
+            assert time.monotonic() < deadline + 300, "the tune hangs after a board died"
+            time.sleep(1)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+    text = log.read_text()
+    counts.append(S.record_count(d))
+    assert counts == sorted(counts), counts               # never drops
+    assert "Traceback" not in text, text[-3000:]
+    if proc.returncode == 0:                              # carried on with the other board
+        res = json.loads(text[text.index("["):])[0]
+        assert res["trials_total"] == 40 and res["valid"] >= counts[0]
+        assert S.read_meta(d)["trials"] == 40
+    else:                                                 # or stopped cleanly, saying why
+        assert proc.returncode == 2 and "Error:" in text, text[-3000:]
+        assert S.read_meta(d)["trials"] >= 8
+    assert S.repair(d).ok                                 # the database is whole
+
+
+def test_killing_the_last_board_during_a_bench_is_a_clear_error(env, tracker, boards):
+    alive = [b for b in board.running_boards() if b.name in NAMES]
+    assert len(alive) == 1, alive                         # the previous test killed the other
+    out = env["root"] / "bench-kill"
+    log = env["root"] / "bench-kill.log"
+    proc = popen(env, "bench", "--target", "rpi4", "-v", "pruned", "--tracker", tracker.address,
+                 "--key", KEY, "--warmup", "1", "--min-repeats", "1000", "--min-time", "0",
+                 "--max-time", "600", "--rounds", "50", "--timeout", "20", "-o", out, log=log)
+    try:
+        deadline = time.monotonic() + 600
+        while "round 1/50" not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no round measured"
+            time.sleep(0.5)
+        board.stop(alive[0].name)
+        t0 = time.monotonic()
+        proc.wait(120)
+        waited = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert proc.returncode == 2, text[-3000:]
+    assert waited < 120 and "Traceback" not in text
+    assert "Error:" in text and "partial results" in text, text[-3000:]
+    partial = json.loads((out / "report.partial.json").read_text())
+    assert partial["partial"] is True and partial["results"][0]["latency"]["tvm"]["n"] >= 1
+    assert not (out / "report.json").exists()
