@@ -164,7 +164,8 @@ def test_compare_cli_through_local_rpc_server(artifacts, tmp_path):
     env.update(COLUMNS="250", TVMFLOW_ARTIFACTS_DIR=str(artifacts))
     r = subprocess.run([sys.executable, "-m", "tvmflow", "compare", "-v", "pruned,pruned-a8",
                         "--warmup", "1", "--min-repeats", "6", "--min-time", "0", "--rounds", "3",
-                        "-o", str(out)], env=env, capture_output=True, text=True, timeout=600)
+                        "--per-layer", "pruned,pruned-a8", "-o", str(out)],
+                       env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     assert "Alignment effect (TVM): pruned-a8 / pruned latency" in r.stdout
     assert "TVM / best baseline" in r.stdout
@@ -180,6 +181,24 @@ def test_compare_cli_through_local_rpc_server(artifacts, tmp_path):
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert len((out / "report.csv").read_text().strip().splitlines()) == 1 + 2 * 3
     assert "Alignment effect" in (out / "report.md").read_text()
+    # the layer-by-layer side-by-side, with each layer's channels
+    assert "per-layer latency" in r.stdout
+    layers = json.loads((out / "per_layer.json").read_text())
+    assert "pruned-a8" in (out / "per_layer.md").read_text()
+    assert "47" in json.dumps(layers) and "48" in json.dumps(layers)   # conv1: 47 vs 48 channels
+
+
+def test_per_layer_needs_two_known_variants_on_this_machine(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "tvmflow", "compare", *args, "-o",
+                               str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
+    r = run("--per-layer", "pruned")
+    assert r.returncode == 2 and "Error: --per-layer takes two variants" in r.stderr
+    r = run("--per-layer", "pruned,prunned-a8")
+    assert r.returncode == 2 and "Error: unknown variant 'prunned-a8'" in r.stderr
+    r = run("--target", "rpi4", "--per-layer", "pruned,pruned-a8")
+    assert r.returncode == 2 and "Error: --per-layer profiles on this machine" in r.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_noisy_runners_get_one_warning_with_a_hint():

@@ -570,7 +570,41 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
                force=force, say=say)
 
 
-def compare(target: str = "host", variants: list[str] | str = "all", **kwargs) -> BenchReport:
+def compare(target: str = "host", variants: list[str] | str = "all", *,
+            per_layer: str | list[str] | None = None, **kwargs) -> BenchReport:
     """``tvmflow compare``: :func:`bench` with the variants measured interleaved in rounds,
-    the speed-up table and the alignment line."""
-    return bench(target, variants, command="compare", **kwargs)
+    the speed-up table and the alignment line.
+
+    ``per_layer`` ("A,B", e.g. ``"pruned,pruned-a8"``) adds the layer-by-layer side-by-side of
+    two variants (:func:`tvmflow.profile.compare_profiles`, on this machine), written next to
+    the report as ``per_layer.json`` / ``per_layer.md``.
+    """
+    pair = _per_layer_pair(per_layer, target)
+    report = bench(target, variants, command="compare", **kwargs)
+    if pair:
+        from .profile import compare_profiles, write_json
+        report.per_layer = compare_profiles(pair, target, rounds=10, seed=kwargs.get("seed", 0))
+        out = report.environment.get("output_dir")
+        if out:
+            write_json(report.per_layer, Path(out) / "per_layer.json")
+            (Path(out) / "per_layer.md").write_text(report.per_layer.markdown())
+    return report
+
+
+def _per_layer_pair(per_layer: str | list[str] | None, target: str) -> list[str] | None:
+    """Check ``--per-layer A,B`` before any measuring."""
+    if not per_layer:
+        return None
+    from .registry import get_spec
+    from .targets import get_target
+    names = [v.strip() for v in (per_layer.split(",") if isinstance(per_layer, str)
+                                  else per_layer) if v.strip()]
+    if len(names) != 2:
+        raise TvmflowError(f"--per-layer takes two variants, e.g. pruned,pruned-a8; got {per_layer!r}")
+    for n in names:
+        get_spec(n)                         # unknown names fail here, with suggestions
+    preset = get_target(target)
+    if preset.is_cross:
+        raise TvmflowError(f"--per-layer profiles on this machine; target {preset.name} is for "
+                           f"{preset.cpu_triple}", hint="use it with --target host")
+    return names

@@ -100,6 +100,7 @@ class BenchReport:
     partial: bool = False
     error: str | None = None
     seed: int = 0
+    per_layer: Any = None              # compare --per-layer: a tvmflow.profile.ProfileComparison
     _ci_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ derived figures

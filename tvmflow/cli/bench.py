@@ -48,15 +48,17 @@ def _options(f):
 
 
 def _run(command, variants, target, via, rpc_addr, tracker, key, warmup, min_repeats, min_time,
-         max_time, rounds, baselines, check, boards, seed, timeout, output, force):
-    from ..bench import BenchOptions, bench
+         max_time, rounds, baselines, check, boards, seed, timeout, output, force, per_layer=None):
+    from ..bench import BenchOptions, bench, compare
     from ..ui import console, err_console
     options = BenchOptions(warmup=warmup, min_repeats=min_repeats, min_time=min_time,
                            max_time=max_time, rounds=rounds, baselines=baselines, check=check, timeout=timeout,
                            boards=boards)
-    report = bench(target, variants, via=via, rpc=rpc_addr, tracker=tracker, key=key,
-                   command=command, options=options, out_dir=output, force=force, seed=seed,
-                   say=lambda m: err_console.print(f"[dim]{m}[/dim]", highlight=False))
+    kw = dict(via=via, rpc=rpc_addr, tracker=tracker, key=key, options=options, out_dir=output,
+              force=force, seed=seed,
+              say=lambda m: err_console.print(f"[dim]{m}[/dim]", highlight=False))
+    report = (compare(target, variants, per_layer=per_layer, **kw) if command == "compare"
+              else bench(target, variants, **kw))
     import sys
     from rich.console import Console
     if not sys.stdout.isatty():   # the table is wide: do not crop it in logs and pipes
@@ -64,6 +66,10 @@ def _run(command, variants, target, via, rpc_addr, tracker, key, warmup, min_rep
     console.print(report.to_table())
     for line in report.first_run_lines() + report.footer():
         console.print(line, highlight=False, soft_wrap=True)
+    if report.per_layer is not None:
+        from ..ui import print_table
+        print_table("per-layer latency (ms, medians of 10 interleaved rounds)",
+                    report.per_layer.columns(), report.per_layer.rows())
     console.print(f"report: {report.environment.get('output_dir')}", highlight=False)
 
 
@@ -79,7 +85,10 @@ def bench_cmd(variants, **kw):
 @cli.command("compare")
 @click.option("--variant", "-v", "variants", default="all", show_default=True,
               help="comma-separated variants to compare (default all), measured interleaved")
+@click.option("--per-layer", metavar="A,B", default=None,
+              help="also profile two variants layer by layer, side by side (this machine), "
+                   "e.g. pruned,pruned-a8")
 @_options
-def compare_cmd(variants, **kw):
+def compare_cmd(variants, per_layer, **kw):
     """Compare variants interleaved in rounds: latency with CIs, baselines, alignment effect."""
-    _run("compare", variants, **kw)
+    _run("compare", variants, per_layer=per_layer, **kw)
