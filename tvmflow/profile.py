@@ -314,13 +314,8 @@ def build_for_profile(variant: str | VariantSpec, target="host", *, seed: int = 
     spec = variant if isinstance(variant, VariantSpec) else get_spec(variant)
     preset = _preset(target)
     x = example_input(spec, seed).numpy()
-    try:
-        from . import compile as compile_mod
-    except ImportError:
-        compile_mod = None
-    if compile_mod is None:
-        return _build_in_process(spec, preset, seed, x, on_step)
     from .adapter.profile import load_library
+    from .compile import compile as compile_variant
     if tuned:
         from .bench import ensure_module
         ref = ensure_module(spec.name, preset.name, seed=seed, say=on_step or (lambda _m: None))
@@ -329,7 +324,7 @@ def build_for_profile(variant: str | VariantSpec, target="host", *, seed: int = 
     with tempfile.TemporaryDirectory(prefix="tvmflow-profile-") as tmp:
         if on_step:
             on_step(f"compiling {spec.name} for {preset.name} (default schedules)")
-        pkg = compile_mod.compile(spec.name, preset, output=Path(tmp) / f"{spec.name}.so",
+        pkg = compile_variant(spec.name, preset, output=Path(tmp) / f"{spec.name}.so",
                                   seed=seed, schedules=False)
         module = load_library(pkg.path)  # loaded before the directory goes
     return Built(spec, module, _schedules_text(pkg.sidecar), x)
@@ -343,16 +338,6 @@ def _schedules_text(sidecar: dict[str, Any]) -> str:
         return (f"tuned ({cov['tuned']}/{cov.get('tasks')} tasks"
                 + (f", {records} records)" if isinstance(records, int) else ")"))
     return "default (untuned)"
-
-
-def _build_in_process(spec: VariantSpec, preset, seed: int, x, on_step) -> Built:
-    from .adapter import pipeline
-    from .frontend import import_model
-    if on_step:
-        on_step(f"importing and compiling {spec.name} for {preset.name} (default schedules)")
-    model = import_model(spec, seed=seed)
-    executable, _cov = pipeline.build(model.mod, preset.tvm_target(), None)
-    return Built(spec, executable, "default (untuned)", x)
 
 
 # ---------------------------------------------------------------------------- measuring

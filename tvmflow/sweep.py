@@ -332,13 +332,9 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
         for v in plan.unique():
             _tune(v.spec, preset, trials, on_step, per_round)
     out = Path(out_dir) if out_dir else Path("reports") / f"sweep-{preset.name}-{plan.source.name}"
-    if _have_compile():
-        samples, schedules = _measure_bench(plan, preset, rounds=rounds, repeat=repeat, seed=seed,
-                                            route=route or {}, tuned=trials != 0,
-                                            module_dir=out / "modules", on_step=on_step)
-    else:
-        samples, schedules = _measure_local(plan, preset, rounds=rounds, repeat=repeat, seed=seed,
-                                            tuned=trials != 0, on_step=on_step)
+    samples, schedules = _measure_bench(plan, preset, rounds=rounds, repeat=repeat, seed=seed,
+                                        route=route or {}, tuned=trials != 0,
+                                        module_dir=out / "modules", on_step=on_step)
     rows = []
     for v in plan.variants:
         lat = Latency.from_samples(samples[v.name])
@@ -373,14 +369,6 @@ def _put_on_model_path(directory: Path) -> None:
         return
     old = os.environ.get("TVMFLOW_MODEL_PATH", "")
     os.environ["TVMFLOW_MODEL_PATH"] = os.pathsep.join(x for x in (str(directory), old) if x)
-
-
-def _have_compile() -> bool:
-    try:
-        from . import compile as _compile  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: int, route: dict,
@@ -424,33 +412,6 @@ def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: i
 def _schedules_text(module) -> str:
     from .profile import _schedules_text as text
     return text(module.sidecar)
-
-
-def _measure_local(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: int, tuned: bool,
-                   on_step) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """Without ``tvmflow.compile``: build in this process and time with ``time_evaluator``."""
-    from .adapter import profile as ap
-    from .profile import build_for_profile
-    if preset.is_cross or preset.device not in ("cpu", "cuda"):
-        raise TvmflowError(f"sweep measures on this machine; target {preset.name!r} is for "
-                           f"{preset.cpu_triple}", hint="use --target host (or a local CUDA GPU)")
-    sessions, schedules = {}, {}
-    for v in plan.unique():
-        built = build_for_profile(v.spec, preset, seed=seed, tuned=tuned, on_step=on_step)
-        session = ap.load(built.module, preset.device)
-        x = ap.to_device(session, built.input)
-        ap.time_main(session, x)  # warm-up (the evaluator also discards its first call)
-        sessions[v.name] = (session, x)
-        schedules[v.name] = built.schedules
-    samples: dict[str, list[float]] = {k: [] for k in sessions}
-    for rnd in range(rounds):
-        if on_step and (rnd == 0 or (rnd + 1) % 10 == 0):
-            on_step(f"timing round {rnd + 1}/{rounds}")
-        order = list(sessions) if rnd % 2 == 0 else list(reversed(list(sessions)))
-        for key in order:
-            session, x = sessions[key]
-            samples[key] += [1e3 * s for s in ap.time_main(session, x, number=1, repeat=repeat)]
-    return samples, schedules
 
 
 # ---------------------------------------------------------------------------- outputs

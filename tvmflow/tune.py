@@ -334,7 +334,7 @@ class TuneProgress:
 
 def tune_variants(variants: list[str], target: str, *, quiet: bool = False, **kw) -> list[TuneResult]:
     """Tune several variants in turn, with a progress bar and a per-task table each."""
-    from .ui import console, print_table
+    from .ui import console
     results = []
     for v in variants:
         bar = None if quiet else TuneProgress()

@@ -58,7 +58,7 @@ def export_so(rt_mod, cross_compiler: str | None) -> str:
 
 def _worker_init() -> None:
     import tvm  # noqa: F401  (import once per worker, not per candidate)
-    import tvm.s_tir.transform  # noqa: F401
+    import tvm.s_tir.transform  # noqa: F401  pyflakes: side-effect import
 
 
 def _build_one(mod, target, export: str, cross_compiler: str | None) -> str:

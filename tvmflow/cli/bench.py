@@ -61,16 +61,15 @@ def _run(command, variants, target, via, rpc_addr, tracker, key, warmup, min_rep
               else bench(target, variants, **kw))
     import sys
     from rich.console import Console
-    if not sys.stdout.isatty():   # the table is wide: do not crop it in logs and pipes
-        console = Console(width=240)
-    console.print(report.to_table())
+    out = console if sys.stdout.isatty() else Console(width=240)  # logs, pipes: no cropping
+    out.print(report.to_table())
     for line in report.first_run_lines() + report.footer():
-        console.print(line, highlight=False, soft_wrap=True)
+        out.print(line, highlight=False, soft_wrap=True)
     if report.per_layer is not None:
         from ..ui import print_table
         print_table("per-layer latency (ms, medians of 10 interleaved rounds)",
                     report.per_layer.columns(), report.per_layer.rows())
-    console.print(f"report: {report.environment.get('output_dir')}", highlight=False)
+    out.print(f"report: {report.environment.get('output_dir')}", highlight=False)
 
 
 @cli.command("bench")
