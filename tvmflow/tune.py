@@ -236,6 +236,8 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
                   "log_dir": str(log_dir), "best_ms": dict(best_ms), "weights": weights})
     t0 = time.time()
 
+    sigint = {"hit": False}
+
     def batch(info: dict[str, Any]) -> None:
         name = info["task_name"]
         result.trials_run += info["n"]
@@ -252,6 +254,8 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
             est = sum(best_ms[n] * weights[n] for n in names if n in best_ms) or None
             on_batch(dict(info, done=result.trials_total, budget=trials, est_total_ms=est,
                           tuned_tasks=sum(1 for n in names if n in best_ms), n_tasks=len(names)))
+        if sigint["hit"]:          # Ctrl-C during the batch: it is committed and counted
+            raise KeyboardInterrupt
 
     cross = preset.cross_compiler if preset.is_cross else None
     builder = ad.make_builder(max_workers=workers, timeout_sec=60.0,
@@ -261,12 +265,18 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
     interrupted = False
     # Ctrl-C may surface from inside TVM as a plain RuntimeError (its C++ loops check for
     # signals); remember that it happened so it is reported as an interrupt, not a crash
-    sigint = {"hit": False}
+    # The first Ctrl-C only sets a flag: raising at an arbitrary point inside TVM's C++ can
+    # end in std::terminate (a segfault, seen here); the batch callback raises instead, right
+    # after the batch's records are committed.  A second Ctrl-C interrupts at once.
     prev_handler = None
     if threading.current_thread() is threading.main_thread():
         def _on_sigint(signum, frame):
+            if sigint["hit"]:
+                raise KeyboardInterrupt
             sigint["hit"] = True
-            raise KeyboardInterrupt
+            from .ui import err_console
+            err_console.print("interrupt: stopping after the batch being measured "
+                              "(Ctrl-C again to stop now)", highlight=False)
         prev_handler = signal.signal(signal.SIGINT, _on_sigint)
     try:
         ad.run_tuning(tasks, str(log_dir), trials=remaining, trials_per_task=trials_per_task,
