@@ -87,6 +87,16 @@ class VariantResult:
                    runner_info=data.get("runners") or {})
 
 
+def _tuned_alike(a: "VariantResult", b: "VariantResult", tol: float = 0.05) -> bool:
+    """Same task coverage and trial budgets within ``tol`` (a tune overshoots its budget by
+    a batch's stragglers, so 641 and 642 trials are alike; 144 and 768 are not)."""
+    if a.coverage != b.coverage or (a.trials is None) != (b.trials is None):
+        return False
+    if a.trials is None:
+        return True
+    return abs(a.trials - b.trials) <= tol * max(a.trials, b.trials)
+
+
 @dataclass
 class BenchReport:
     """A ``bench`` or ``compare`` run: environment, options, results per variant."""
@@ -149,7 +159,7 @@ class BenchReport:
                 f"{ci.ratio:.3f} (95% CI {ci.lo:.3f}-{ci.hi:.3f}, bootstrap of medians, seed "
                 f"{ci.seed}): {aligned} is {how} -- {verdict}.")
         a, b = self.result(aligned), self.result(plain)
-        if runner == "tvm" and (a.trials, a.coverage) != (b.trials, b.coverage):
+        if runner == "tvm" and not _tuned_alike(a, b):
             def tuned(r):
                 return f"{r.trials if r.trials is not None else 'untuned'}" + \
                     (f", {r.coverage} tasks tuned" if r.coverage else "")
