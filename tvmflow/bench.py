@@ -356,20 +356,19 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
                                                     str(mod.path), mod.trials,
                                                     coverage=mod.coverage))
             # each board gets every boards-th variant; a variant is measured on one board only
-            shares = [(s, modules[i::boards]) for i, s in enumerate(sessions)]
+            servers = [s.server_id() for s in sessions] if boards > 1 else [None]
+            shares = [(s, srv, modules[i::boards])
+                      for i, (s, srv) in enumerate(zip(sessions, servers))]
             if boards > 1:
-                servers = [s.server_id() for s in sessions]
                 if len(set(servers)) < boards:
                     raise TvmflowError(f"the tracker handed out the same server twice for "
                                        f"key {route.key!r}")
                 report.environment["boards"] = servers
                 say(f"{boards} boards: " + "; ".join(
-                    f"{', '.join(m.variant for m in mods)} on {srv}"
-                    for (_, mods), srv in zip(shares, servers)))
+                    f"{', '.join(m.variant for m in mods)} on {srv}" for _, srv, mods in shares))
 
             def prepare(share):
-                s, mods = share
-                server = s.server_id() if boards > 1 else None
+                s, server, mods = share
                 for mod in mods:
                     result = report.result(mod.variant)
                     runners_per_variant[mod.variant] = _prepare_variant(
@@ -393,7 +392,7 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
                     save_partial()
 
             def measure(share):
-                _measure(report, {m.variant: runners_per_variant[m.variant] for m in share[1]},
+                _measure(report, {m.variant: runners_per_variant[m.variant] for m in share[2]},
                          opts, interleave=(command == "compare"), say=say,
                          after_round=save_locked)
             _on_boards(measure, shares)
@@ -436,7 +435,7 @@ def _check_boards(opts: BenchOptions, route: Route, command: str, n_variants: in
                            hint="pass --tracker HOST:PORT --key KEY (or set TVM_TRACKER_*)")
     from .adapter import rpc
     host, port = rpc.parse_hostport(route.address)
-    free = len(rpc.servers_under(rpc.tracker_summary(host, port, timeout=opts.timeout), route.key))
+    free = rpc.count_servers(host, port, route.key, timeout=opts.timeout)
     if free < boards:
         raise TvmflowError(f"--boards {boards}: the tracker at {route.address} has {free} "
                            f"server(s) registered under key {route.key!r}",

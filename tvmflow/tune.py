@@ -97,7 +97,7 @@ def boards_under_key(host: str, port: int, key: str, cap: int = 8) -> int:
     default number of RPC runner workers, so each board measures candidates in parallel."""
     from .adapter import rpc as ad_rpc
     try:
-        n = len(ad_rpc.servers_under(ad_rpc.tracker_summary(host, port, timeout=10), key))
+        n = ad_rpc.count_servers(host, port, key, timeout=10)
     except TvmflowError:
         return 1
     return max(1, min(cap, n))

@@ -349,6 +349,11 @@ def servers_under(summary: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return [s for s in summary["servers"] if s["key"] == key]
 
 
+def count_servers(host: str, port: int, key: str, timeout: float = 10.0) -> int:
+    """How many servers the tracker at ``host:port`` lists under ``key``."""
+    return len(servers_under(tracker_summary(host, port, timeout=timeout), key))
+
+
 def wait_registered(tracker: str, key: str, port: int, timeout: float,
                     proc: RpcProcess | None = None) -> None:
     """Wait until the tracker lists a server on ``port`` under ``key``."""
