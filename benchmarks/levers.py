@@ -5,8 +5,10 @@ pipeline), then time TVM (``time_evaluator``, number=1), PyTorch eager
 (``torch.set_num_threads(2)``) and ONNX Runtime (2 intra-op threads) interleaved in rounds
 in THIS fresh process (a module timed in the process that tuned it runs slower); medians.
 
-``levers``: tune one variant with each pipeline option set (prepack, BN folding, layout) and
-the same budget into a temporary root, then time each tuned module in a fresh process.
+``levers``: tune one variant once per lever -- pipeline options (weight prepack, BN folding,
+layout) and candidates per round -- with the same budget and seed, each into a root of its
+own; then time all the tuned modules, the repo's shipped log (the trial-budget lever) and
+PyTorch eager / ONNX Runtime side by side, interleaved, in one fresh process.
 
     python benchmarks/levers.py compare --variant all
     python benchmarks/levers.py levers --variant original --trials 256
@@ -32,6 +34,10 @@ LEVERS = {
     "+ BN folded": dict(prepack=False, fold_bn=True, layout="NCHW"),
     "+ BN folded + prepack (default)": dict(prepack=True, fold_bn=True, layout="NCHW"),
     "NHWC + BN folded + prepack": dict(prepack=True, fold_bn=True, layout="NHWC"),
+    "default pipeline, 16 candidates per round": dict(prepack=True, fold_bn=True, layout="NCHW",
+                                                      per_round=16),
+    "default pipeline, 64 candidates per round": dict(prepack=True, fold_bn=True, layout="NCHW",
+                                                      per_round=64),
 }
 
 
@@ -97,44 +103,124 @@ def cmd_compare(args) -> None:
           f"{args.threads} threads; load average {os.getloadavg()[0]:.1f} at the end)")
 
 
+def time_many(variant: str, roots: list[Path | None], rounds: int, repeat: int,
+              threads: int) -> dict:
+    """Build ``variant`` from each schedules root (None: the repo's) and time all the modules
+    and PyTorch eager / ONNX Runtime interleaved, round by round, in this one process."""
+    import tvm
+    from tvm import relax
+    from tvmflow import schedules as S
+    from tvmflow.adapter import pipeline
+    from tvmflow.baselines import make_baselines
+    from tvmflow.frontend import import_model
+    from tvmflow.targets import get_target
+    preset = get_target("host")
+    model = import_model(variant)
+    x = model.example_input()
+    dev = tvm.cpu()
+    timers, info = [], []
+    for root in roots:
+        db, meta = S.load_for_compile(preset, variant, root=root)
+        opts = pipeline.PipelineOptions.from_json(meta.get("pipeline"))
+        ex, cov = pipeline.build(model.mod, preset, db, options=opts)
+        vm = relax.VirtualMachine(ex, dev)
+        vm.set_input("main", tvm.runtime.tensor(x, dev))
+        vm.invoke_stateful("main")
+        out = vm.get_outputs("main")
+        while isinstance(out, (tuple, list)) or not hasattr(out, "numpy"):
+            out = out[0]
+        err = float(np.abs(out.numpy() - model.reference(x)).max())
+        timers.append((vm, vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeat)))
+        info.append({"root": str(root) if root else "repo", "trials": meta.get("trials"),
+                     "tuned_tasks": cov["tuned"], "tasks": cov["tasks"], "max_abs_err": err})
+    others = make_baselines(variant, model.torch_model, x, threads)
+    for r in others:
+        r.run(10)
+    samples = [[] for _ in timers]
+    base = {r.kind: [] for r in others}
+    for k in range(rounds):
+        order = range(len(timers)) if k % 2 == 0 else reversed(range(len(timers)))
+        for i in order:
+            samples[i] += list(timers[i][1]("main").results)
+        for r in others:
+            base[r.kind] += list(r.time(repeat))
+    for r in others:
+        r.close()
+    for d, s in zip(info, samples):
+        d["tvm_ms"] = float(np.median(s)) * 1e3
+    return {"variant": variant, "modules": info,
+            "baselines_ms": {k: float(np.median(v)) * 1e3 for k, v in base.items()},
+            "load": os.getloadavg()[0]}
+
+
 def cmd_levers(args) -> None:
+    """Tune the variant once per lever into a root of its own (same budget and seed), then
+    time every tuned module -- and the repo's shipped log, the budget lever -- side by side
+    in one fresh process (a module timed in the process that tuned it runs slower)."""
     from tvmflow.adapter.pipeline import PipelineOptions
     from tvmflow.tune import tune
-    out = []
+    rows = []
     with tempfile.TemporaryDirectory(prefix="tvmflow-levers-") as tmp:
+        keep = Path(args.keep) if args.keep else Path(tmp)
         for i, (label, opts) in enumerate(LEVERS.items()):
-            root = Path(tmp) / f"l{i}"
-            res = tune(args.variant, "host", trials=args.trials, per_round=args.per_round,
-                       root=root, options=PipelineOptions(**opts), fresh=True)
-            # time in a fresh process
-            cmd = [sys.executable, __file__, "_time", "--variant", args.variant, "--root",
-                   str(root), "--rounds", str(args.rounds), "--repeat", str(args.repeat)]
-            t = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True)
-                           .stdout.strip().splitlines()[-1])
-            out.append((label, res.trials_total, res.est_total_ms, t["median_ms"]["tvm"]))
-            print(json.dumps({"lever": label, "trials": res.trials_total,
-                              "est_ms": res.est_total_ms, "tvm_ms": t["median_ms"]["tvm"]}),
+            if args.only and not any(o in label for o in args.only):
+                continue
+            opts = dict(opts)
+            per_round = opts.pop("per_round", args.per_round)
+            root = keep / f"l{i}"
+            res = tune(args.variant, "host", trials=args.trials, per_round=per_round,
+                       root=root, options=PipelineOptions(**opts), fresh=not args.keep)
+            rows.append({"lever": label, "root": root, "trials": res.trials_total,
+                         "est_ms": res.est_total_ms, "tune_s": res.wall_s})
+            print(json.dumps({k: str(v) if k == "root" else v for k, v in rows[-1].items()}),
                   flush=True)
-    print(f"\n{args.variant}, {args.trials} trials each")
-    for label, n, est, ms in out:
-        print(f"{label:45s} {ms:8.3f} ms (tuner estimate {est:.3f} ms)")
+        cmd = [sys.executable, __file__, "_timeall", "--variant", args.variant, "--rounds",
+               str(args.rounds), "--repeat", str(args.repeat), "--threads", str(args.threads),
+               "--root", ",".join([str(r["root"]) for r in rows] + ["repo"])]
+        t = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True)
+                       .stdout.strip().splitlines()[-1])
+    mods = t["modules"]
+    shipped = mods[-1]
+    rows.append({"lever": f"default pipeline, shipped log ({shipped['trials']} trials)",
+                 "trials": shipped["trials"], "est_ms": None})
+    print(f"\n{args.variant} on the host, {args.trials} trials per lever, timed side by side "
+          f"(medians, {args.rounds} rounds x {args.repeat} runs)")
+    for r, m in zip(rows, mods):
+        est = "" if r["est_ms"] is None else f" (tuner estimate {r['est_ms']:.3f} ms)"
+        print(f"{r['lever']:48s} {m['tvm_ms']:8.3f} ms  {m['tuned_tasks']}/{m['tasks']} tasks "
+              f"tuned{est}")
+    for k, v in t["baselines_ms"].items():
+        print(f"{k:48s} {v:8.3f} ms")
+    print(f"(load average {t['load']:.1f} at the end)")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"rows": [{k: v for k, v in r.items() if k != "root"}
+                                                           for r in rows], "timing": t}, indent=2))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("mode", choices=["compare", "levers", "_time"])
+    ap.add_argument("mode", choices=["compare", "levers", "_time", "_timeall"])
     ap.add_argument("--variant", default="all")
     ap.add_argument("--root", default=None, help="schedules root (default: the repo's)")
     ap.add_argument("--trials", type=int, default=256)
-    ap.add_argument("--per-round", type=int, default=16)
+    ap.add_argument("--per-round", type=int, default=32,
+                    help="candidates per round, for the levers that do not set their own")
+    ap.add_argument("--only", action="append", default=None,
+                    help="levers mode: run only the levers whose label contains this (repeatable)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", default=None,
+                    help="levers mode: tune into DIR/l<i> and keep (resume) those logs")
+    ap.add_argument("--json-out", default=None, help="levers mode: also write the figures here")
     args = ap.parse_args()
     if args.mode == "compare":
         cmd_compare(args)
     elif args.mode == "levers":
         cmd_levers(args)
+    elif args.mode == "_timeall":
+        roots = [None if r == "repo" else Path(r) for r in args.root.split(",")]
+        print(json.dumps(time_many(args.variant, roots, args.rounds, args.repeat, args.threads)))
     else:
         print(json.dumps(time_variant(args.variant, Path(args.root), args.rounds, args.repeat,
                                       args.threads, baselines=False)))

@@ -74,6 +74,22 @@ def _md_table(columns, rows) -> str:
     return "\n".join(lines)
 
 
+def _caveat(rows) -> str:
+    """What the tuning budget behind the curve was, from each row's schedules column."""
+    trials = [int(m.group(1)) for r in rows
+              if (m := re.search(r"(\d+) trials", str(r.get("schedules", ""))))]
+    if not trials:
+        return ("Caveat: no tuning record was applied; these are TVM's default schedules, "
+                "which say little about what tuned code would do.")
+    spread = (f"{min(trials)} trials each" if min(trials) == max(trials)
+              else f"{min(trials)}–{max(trials)} trials per variant")
+    return (f"Caveat: the variants' schedules had {spread} (last column). A tuned module's "
+            "latency also reflects how good a schedule the search found for it, so part of "
+            "the differences between neighbouring N is schedule luck, and a larger budget "
+            "can change them. The confidence intervals cover the timing noise only, not the "
+            "tuning variance.")
+
+
 def render() -> str:
     sweep = json.loads((SWEEP_DIR / "sweep.json").read_text())
     prof = json.loads(PROFILE_JSON.read_text())
@@ -107,6 +123,7 @@ def render() -> str:
               else f"every variant tuned in the run with the same budget, {trials} MetaSchedule "
               "trials (XGBoost cost model), into a tuning-log root of its own (`--schedules`)")
     png = (SWEEP_DIR / "sweep.png").relative_to(ROOT)
+    caveat = _caveat(rows)
     return f"""# Results
 
 Measured by `benchmarks/make_results.py` (regenerate: `.venv/bin/python benchmarks/make_results.py`)
@@ -126,11 +143,7 @@ original width, counts below N unchanged). Schedules: {budget}.
 
 {verdict}
 
-Caveat: each variant got the same small budget (256 trials), tuned while the 2 cores were
-shared with other jobs. A tuned module's latency therefore also reflects how good a schedule
-the search happened to find for it. The per-variant differences (for example N=4 slower
-than N=2) are partly schedule luck, and the ranking can change with a larger budget. The
-confidence intervals cover only the timing noise, not the tuning variance.
+{caveat}
 
 ![latency and MACs against N]({png})
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -54,13 +55,18 @@ def count(work: Path, variant: str) -> dict:
     d = work / "host" / variant
     recs, _ = S._read_lines(d / S.DB_RECORDS)
     valid = sum(1 for r in recs if S.run_secs(r) != float("inf"))
-    timeouts = errors = 0
+    timeouts = errors = sent = 0
     for log in (d / "logs").glob("*.log") if (d / "logs").is_dir() else []:
         text = log.read_text(errors="replace")
+        # candidates the search handed to the builder (MetaSchedule logs each batch); the
+        # stock gradient scheduler commits a batch only when its task comes round again, so
+        # a capped stock run can have sent candidates that never reached the database
+        sent += sum(int(n) for n in re.findall(r"Sending (\d+) candidates?\(?s?\)? for "
+                                               r"measurement", text))
         timeouts += text.count("Timeout, killed after") + text.count("FastBuilder: timeout")
         errors += text.count("LocalBuilder: An exception") + text.count("FastBuilder: ")
     return {"records": len(recs), "valid": valid, "build_timeouts": timeouts,
-            "build_errors": errors}
+            "build_errors": errors, "sent": sent}
 
 
 def run(mode: str, args, work: Path, cap: float | None) -> dict:
@@ -107,10 +113,12 @@ def main() -> None:
     print(f"\n{args.variant}, {args.trials} trials, {args.per_round} per round, "
           f"{os.cpu_count()} cores, load average at start {load[0]:.1f}")
     print(f"{'setup':8s} {'wall s':>8s} {'records':>8s} {'valid':>6s} {'valid/min':>10s} "
-          f"{'build timeouts':>15s} capped")
+          f"{'build timeouts':>15s} {'sent':>5s} capped")
     for r in rows:
         print(f"{r['mode']:8s} {r['wall_s']:8.1f} {r['records']:8d} {r['valid']:6d} "
-              f"{r['valid_per_min']:10.1f} {r['build_timeouts']:15d} {r['capped']}")
+              f"{r['valid_per_min']:10.1f} {r['build_timeouts']:15d} {r['sent']:5d} {r['capped']}")
+    print("records/valid: in the database at the end; sent: candidates the search handed to "
+          "the builder")
     if len(rows) == 2 and rows[1]["valid_per_min"] > 0:
         print(f"tvmflow / stock throughput: {rows[0]['valid_per_min'] / rows[1]['valid_per_min']:.1f}x")
 

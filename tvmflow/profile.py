@@ -334,9 +334,9 @@ def _schedules_text(sidecar: dict[str, Any]) -> str:
     cov = (sidecar or {}).get("coverage") or {}
     if cov.get("tuned"):
         sched = (sidecar or {}).get("schedules") or {}
-        records = sched.get("records") if isinstance(sched, dict) else None
+        trials = sched.get("trials") if isinstance(sched, dict) else None
         return (f"tuned ({cov['tuned']}/{cov.get('tasks')} tasks"
-                + (f", {records} records)" if isinstance(records, int) else ")"))
+                + (f", {trials} trials)" if isinstance(trials, int) else ")"))
     return "default (untuned)"
 
 

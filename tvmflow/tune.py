@@ -257,6 +257,9 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
         if sigint["hit"]:          # Ctrl-C during the batch: it is committed and counted
             raise KeyboardInterrupt
 
+    # what the log already holds per task: the scheduler resumes instead of starting over
+    prior = {i: ((best_ms[n] / 1e3) if best_ms.get(n) else None, int(n_trials_task.get(n, 0)))
+             for i, n in enumerate(names) if n_trials_task.get(n)}
     cross = preset.cross_compiler if preset.is_cross else None
     builder = ad.make_builder(max_workers=workers, timeout_sec=60.0,
                               export="so" if rpc else "tar", cross_compiler=cross)
@@ -281,7 +284,7 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
     try:
         ad.run_tuning(tasks, str(log_dir), trials=remaining, trials_per_task=trials_per_task,
                       per_round=per_round, seed=seed, builder=builder, runner=runner,
-                      on_batch=batch)
+                      on_batch=batch, prior=prior)
     except KeyboardInterrupt:
         interrupted = True
         raise

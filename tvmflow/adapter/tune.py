@@ -176,7 +176,7 @@ def make_callback(on_batch: Callable[[dict[str, Any]], None]):
     return ProgressCallback()
 
 
-def make_scheduler(best: dict[int, float]):
+def make_scheduler(best: dict[int, float], prior_rounds: dict[int, int] | None = None):
     """A task scheduler that commits every batch as soon as it is measured.
 
     MetaSchedule's gradient scheduler joins a task's runner results (and only then writes its
@@ -185,7 +185,10 @@ def make_scheduler(best: dict[int, float]):
     batch before choosing the next task, then picks: each task once (round robin), after
     that the task with the largest ``weight * best latency / sqrt(rounds)``, i.e. the one
     that costs most end to end, discounted by how often it was tuned already.
-    ``best`` (task id -> best seconds) is filled by the progress callback.
+    ``best`` (task id -> best seconds) is filled by the progress callback; on a resumed tune
+    it starts with the best latency each task already has in the log, and ``prior_rounds``
+    (task id -> rounds already tuned) skips those tasks in the round-robin pass and carries
+    their discount over, so the budget goes on where it pays instead of again on every task.
     """
     import math
     from tvm.ir.utils import derived_object
@@ -195,7 +198,7 @@ def make_scheduler(best: dict[int, float]):
     class EagerScheduler(PyTaskScheduler):
         def __init__(self):
             super().__init__()
-            self.rounds: dict[int, int] = {}
+            self.rounds: dict[int, int] = dict(prior_rounds or {})
             self.rr = 0
 
         def next_task_id(self) -> int:
@@ -209,7 +212,7 @@ def make_scheduler(best: dict[int, float]):
             while self.rr < len(tasks):
                 i = self.rr
                 self.rr += 1
-                if i in live:
+                if i in live and not (self.rounds.get(i) and i in best):
                     self.rounds[i] = self.rounds.get(i, 0) + 1
                     return i
             def score(i):
@@ -312,8 +315,12 @@ def search_strategy(population: int = 256, genetic_iters: int = 3):
 def run_tuning(tasks, work_dir: str, *, trials: int, trials_per_task: int | None,
                per_round: int, seed: int, builder, runner, on_batch=None,
                search_threads: int | str = "physical", stock: bool = False,
-               population: int = 256):
-    """Tune ``tasks`` (ExtractedTasks) into the JSONDatabase in ``work_dir``."""
+               population: int = 256, prior: dict[int, tuple[float | None, int]] | None = None):
+    """Tune ``tasks`` (ExtractedTasks) into the JSONDatabase in ``work_dir``.
+
+    ``prior``: task index -> (best seconds or None, trials already in the log), from a
+    resumed log's metadata; see :func:`make_scheduler`.
+    """
     from tvm.s_tir import meta_schedule as ms
     if not tasks:
         raise TvmflowError("the model has no tunable tasks")
@@ -330,7 +337,8 @@ def run_tuning(tasks, work_dir: str, *, trials: int, trials_per_task: int | None
             tasks, work_dir, seed=seed, num_threads=search_threads, strategy=strategy)
     _quiet_meta_schedule_console()
     callbacks = list(ms.measure_callback.MeasureCallback.create("default"))
-    best: dict[int, float] = {}
+    best: dict[int, float] = {i: b for i, (b, _n) in (prior or {}).items() if b}
+    prior_rounds = {i: max(1, -(-n // per_round)) for i, (_b, n) in (prior or {}).items() if n > 0}
 
     def record(info):
         if info["best_s"] is not None:
@@ -340,7 +348,7 @@ def run_tuning(tasks, work_dir: str, *, trials: int, trials_per_task: int | None
             on_batch(info)
 
     callbacks.append(make_callback(record))
-    scheduler = "gradient" if stock else make_scheduler(best)
+    scheduler = "gradient" if stock else make_scheduler(best, prior_rounds)
     database = "json" if stock else open_database(work_dir)
     with native_stderr_to(native_log):
         return ms.tune_tasks(tasks=ctxs, task_weights=weights, work_dir=work_dir,
