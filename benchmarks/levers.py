@@ -41,31 +41,38 @@ LEVERS = {
 }
 
 
-def time_variant(variant: str, root: Path | None, rounds: int, repeat: int, threads: int,
-                 baselines: bool = True) -> dict:
+def _tuned_vm(model, preset, root: Path | None, x, dev):
+    """Compile ``model`` with its log under ``root`` (None: the repo's) through the shared
+    pipeline, run it once; returns ``(vm, meta, coverage, max abs error vs PyTorch)``."""
     import tvm
     from tvm import relax
     from tvmflow import schedules as S
     from tvmflow.adapter import pipeline
-    from tvmflow.baselines import make_baselines
-    from tvmflow.frontend import import_model
-    from tvmflow.targets import get_target
-    preset = get_target("host")
-    model = import_model(variant)
-    db, info = S.load_for_compile(preset, variant, root=root)
-    opts = pipeline.PipelineOptions.from_json(info.get("pipeline"))
+    db, meta = S.load_for_compile(preset, model.name, root=root)
+    opts = pipeline.PipelineOptions.from_json(meta.get("pipeline"))
     ex, cov = pipeline.build(model.mod, preset, db, options=opts)
-    x = model.example_input()
-    dev = tvm.cpu()
     vm = relax.VirtualMachine(ex, dev)
     vm.set_input("main", tvm.runtime.tensor(x, dev))
     vm.invoke_stateful("main")
     out = vm.get_outputs("main")
     while isinstance(out, (tuple, list)) or not hasattr(out, "numpy"):
         out = out[0]
-    err = float(np.abs(out.numpy() - model.reference(x)).max())
+    return vm, meta, cov, float(np.abs(out.numpy() - model.reference(x)).max())
+
+
+def time_variant(variant: str, root: Path | None, rounds: int, repeat: int, threads: int) -> dict:
+    import tvm
+    from tvmflow.adapter.pipeline import PipelineOptions
+    from tvmflow.baselines import make_baselines
+    from tvmflow.frontend import import_model
+    from tvmflow.targets import get_target
+    preset = get_target("host")
+    model = import_model(variant)
+    x = model.example_input()
+    dev = tvm.cpu()
+    vm, info, cov, err = _tuned_vm(model, preset, root, x, dev)
     timer = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeat)
-    others = make_baselines(variant, model.torch_model, x, threads) if baselines else []
+    others = make_baselines(variant, model.torch_model, x, threads)
     for r in others:
         r.run(10)
     samples: dict[str, list] = {"tvm": []}
@@ -78,7 +85,8 @@ def time_variant(variant: str, root: Path | None, rounds: int, repeat: int, thre
         r.close()
     res = {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
     return {"variant": variant, "trials": info.get("trials"), "tasks": cov["tasks"],
-            "tuned_tasks": cov["tuned"], "max_abs_err": err, "pipeline": opts.to_json(),
+            "tuned_tasks": cov["tuned"], "max_abs_err": err,
+            "pipeline": PipelineOptions.from_json(info.get("pipeline")).to_json(),
             "median_ms": res, "load": os.getloadavg()[0]}
 
 
@@ -108,9 +116,6 @@ def time_many(variant: str, roots: list[Path | None], rounds: int, repeat: int,
     """Build ``variant`` from each schedules root (None: the repo's) and time all the modules
     and PyTorch eager / ONNX Runtime interleaved, round by round, in this one process."""
     import tvm
-    from tvm import relax
-    from tvmflow import schedules as S
-    from tvmflow.adapter import pipeline
     from tvmflow.baselines import make_baselines
     from tvmflow.frontend import import_model
     from tvmflow.targets import get_target
@@ -120,16 +125,7 @@ def time_many(variant: str, roots: list[Path | None], rounds: int, repeat: int,
     dev = tvm.cpu()
     timers, info = [], []
     for root in roots:
-        db, meta = S.load_for_compile(preset, variant, root=root)
-        opts = pipeline.PipelineOptions.from_json(meta.get("pipeline"))
-        ex, cov = pipeline.build(model.mod, preset, db, options=opts)
-        vm = relax.VirtualMachine(ex, dev)
-        vm.set_input("main", tvm.runtime.tensor(x, dev))
-        vm.invoke_stateful("main")
-        out = vm.get_outputs("main")
-        while isinstance(out, (tuple, list)) or not hasattr(out, "numpy"):
-            out = out[0]
-        err = float(np.abs(out.numpy() - model.reference(x)).max())
+        vm, meta, cov, err = _tuned_vm(model, preset, root, x, dev)
         timers.append((vm, vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeat)))
         info.append({"root": str(root) if root else "repo", "trials": meta.get("trials"),
                      "tuned_tasks": cov["tuned"], "tasks": cov["tasks"], "max_abs_err": err})
@@ -199,7 +195,7 @@ def cmd_levers(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("mode", choices=["compare", "levers", "_time", "_timeall"])
+    ap.add_argument("mode", choices=["compare", "levers", "_timeall"])
     ap.add_argument("--variant", default="all")
     ap.add_argument("--root", default=None, help="schedules root (default: the repo's)")
     ap.add_argument("--trials", type=int, default=256)
@@ -221,9 +217,6 @@ def main() -> None:
     elif args.mode == "_timeall":
         roots = [None if r == "repo" else Path(r) for r in args.root.split(",")]
         print(json.dumps(time_many(args.variant, roots, args.rounds, args.repeat, args.threads)))
-    else:
-        print(json.dumps(time_variant(args.variant, Path(args.root), args.rounds, args.repeat,
-                                      args.threads, baselines=False)))
 
 
 if __name__ == "__main__":
