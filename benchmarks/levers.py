@@ -1,7 +1,7 @@
 """Tuned TVM vs PyTorch eager vs ONNX Runtime, and the pipeline levers, timed side by side.
 
-``compare``: for each variant, compile with its log in ``schedules/host/<variant>/`` (shared
-pipeline), then time TVM (``time_evaluator``, number=1), PyTorch eager
+``compare``: for each variant, compile with its log in ``schedules/host/<cpu>/<variant>/``
+(this CPU's set, else the nearest CPU's: ``schedules.load_for_compile``; shared pipeline), then time TVM (``time_evaluator``, number=1), PyTorch eager
 (``torch.set_num_threads(2)``) and ONNX Runtime (2 intra-op threads) interleaved in rounds
 in THIS fresh process (a module timed in the process that tuned it runs slower); medians.
 
@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +30,28 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# seconds of idle after each runner's turn: TVM's pool workers and ORT's intra-op threads spin
+# after a run (TVM: up to TVM_THREAD_POOL_SPIN_COUNT yields), and a runner timed while another
+# one's threads still spin on the 2 cores is slowed down by them
+SETTLE = 0.1
+
+# Each lever: pipeline options, and optionally "seed", "per_round", "trials_x" (budget
+# multiple), "adapt" (tune --adapt from the nearest other CPU's set, its pipeline) and
+# "time_threads" (time the module of another lever, named by "same_as", at that many TVM
+# threads instead of --threads: the thread lever without a second search).
 LEVERS = {
+    "NCHW (default before), BN folded, prepack": dict(layout="NCHW"),
+    "NCHW, seed 1": dict(layout="NCHW", seed=1),
+    "NCHWc, channels padded (default)": dict(layout="NCHWc"),
+    "NCHWc, channels padded, seed 1": dict(layout="NCHWc", seed=1),
+    "NCHWc, channels not padded": dict(layout="NCHWc", pad_channels=False),
+    "NCHWc, twice the trials": dict(layout="NCHWc", trials_x=2),
+    "NCHWc, timed at 1 TVM thread": dict(same_as="NCHWc, channels padded (default)",
+                                         time_threads=1),
+    "tune --adapt from the nearest CPU's set": dict(adapt=True),
     "baseline (NCHW, no prepack, BN unfolded)": dict(prepack=False, fold_bn=False, layout="NCHW"),
-    "+ BN folded": dict(prepack=False, fold_bn=True, layout="NCHW"),
-    "+ BN folded + prepack (default)": dict(prepack=True, fold_bn=True, layout="NCHW"),
     "NHWC + BN folded + prepack": dict(prepack=True, fold_bn=True, layout="NHWC"),
-    "default pipeline, 16 candidates per round": dict(prepack=True, fold_bn=True, layout="NCHW",
-                                                      per_round=16),
-    "default pipeline, 64 candidates per round": dict(prepack=True, fold_bn=True, layout="NCHW",
-                                                      per_round=64),
+    "NCHWc, 16 candidates per round": dict(layout="NCHWc", per_round=16),
 }
 
 
@@ -112,10 +126,15 @@ def cmd_compare(args) -> None:
 
 
 def time_many(variant: str, roots: list[Path | None], rounds: int, repeat: int,
-              threads: int) -> dict:
+              threads: int, root_threads: list[int] | None = None) -> dict:
     """Build ``variant`` from each schedules root (None: the repo's) and time all the modules
-    and PyTorch eager / ONNX Runtime interleaved, round by round, in this one process."""
+    and PyTorch eager / ONNX Runtime interleaved, round by round, in this one process.
+
+    ``root_threads``: TVM's thread count for each module (default ``threads``); the pool is
+    set before each module's turn (``runtime.config_threadpool``).
+    """
     import tvm
+    from tvmflow.adapter.runtime import local_threads
     from tvmflow.baselines import make_baselines
     from tvmflow.frontend import import_model
     from tvmflow.targets import get_target
@@ -123,12 +142,17 @@ def time_many(variant: str, roots: list[Path | None], rounds: int, repeat: int,
     model = import_model(variant)
     x = model.example_input()
     dev = tvm.cpu()
+    root_threads = root_threads or [threads] * len(roots)
     timers, info = [], []
-    for root in roots:
+    for root, n in zip(roots, root_threads):
+        local_threads(n)
         vm, meta, cov, err = _tuned_vm(model, preset, root, x, dev)
         timers.append((vm, vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeat)))
         info.append({"root": str(root) if root else "repo", "trials": meta.get("trials"),
-                     "tuned_tasks": cov["tuned"], "tasks": cov["tasks"], "max_abs_err": err})
+                     "tuned_tasks": cov["tuned"], "tasks": cov["tasks"], "max_abs_err": err,
+                     "tvm_threads": n, "cpu_set": meta.get("cpu"),
+                     "pipeline": meta.get("pipeline")})
+    local_threads(threads)
     others = make_baselines(variant, model.torch_model, x, threads)
     for r in others:
         r.run(10)
@@ -137,60 +161,99 @@ def time_many(variant: str, roots: list[Path | None], rounds: int, repeat: int,
     for k in range(rounds):
         order = range(len(timers)) if k % 2 == 0 else reversed(range(len(timers)))
         for i in order:
+            local_threads(root_threads[i])
             samples[i] += list(timers[i][1]("main").results)
+            time.sleep(SETTLE)
+        local_threads(threads)
         for r in others:
             base[r.kind] += list(r.time(repeat))
+            time.sleep(SETTLE)
     for r in others:
         r.close()
     for d, s in zip(info, samples):
-        d["tvm_ms"] = float(np.median(s)) * 1e3
+        arr = np.array(s) * 1e3
+        d["tvm_ms"] = float(np.median(arr))
+        d["tvm_cv"] = float(arr.std() / arr.mean())
     return {"variant": variant, "modules": info,
             "baselines_ms": {k: float(np.median(v)) * 1e3 for k, v in base.items()},
             "load": os.getloadavg()[0]}
 
 
 def cmd_levers(args) -> None:
-    """Tune the variant once per lever into a root of its own (same budget and seed), then
-    time every tuned module -- and the repo's shipped log, the budget lever -- side by side
-    in one fresh process (a module timed in the process that tuned it runs slower)."""
+    """Tune the variant once per lever into a root of its own (same budget and seed unless
+    the lever changes them), then time every tuned module -- and the repo's shipped log for
+    this CPU -- side by side in one fresh process (a module timed in the process that tuned
+    it runs slower)."""
     from tvmflow.adapter.pipeline import PipelineOptions
     from tvmflow.tune import tune
     rows = []
     with tempfile.TemporaryDirectory(prefix="tvmflow-levers-") as tmp:
         keep = Path(args.keep) if args.keep else Path(tmp)
+        roots: dict[str, Path] = {}
         for i, (label, opts) in enumerate(LEVERS.items()):
             if args.only and not any(o in label for o in args.only):
                 continue
             opts = dict(opts)
+            if "same_as" in opts:
+                if opts["same_as"] not in roots:
+                    continue
+                rows.append({"lever": label, "root": roots[opts["same_as"]], "trials": None,
+                             "est_ms": None, "tune_s": 0.0,
+                             "time_threads": opts["time_threads"]})
+                continue
             per_round = opts.pop("per_round", args.per_round)
+            seed = opts.pop("seed", 0)
+            trials = args.trials * opts.pop("trials_x", 1)
+            adapt = opts.pop("adapt", None)
             root = keep / f"l{i}"
-            res = tune(args.variant, "host", trials=args.trials, per_round=per_round,
-                       root=root, options=PipelineOptions(**opts), fresh=not args.keep)
+            if adapt:  # the other CPUs' sets of the repo, beside this lever's empty one
+                import shutil
+                from tvmflow import schedules as S
+                src = Path(args.adapt_root) if args.adapt_root else S.schedules_root()
+                from tvmflow.targets import get_target
+                here = get_target("host").cpu_key
+                for d in (src / "host").glob(f"*/{args.variant}"):
+                    if d.parent.name == here:
+                        continue
+                    dest = root / "host" / d.parent.name / args.variant
+                    if not dest.exists():
+                        shutil.copytree(d, dest, ignore=shutil.ignore_patterns("logs"))
+            res = tune(args.variant, "host", trials=trials, per_round=per_round, seed=seed,
+                       root=root, options=None if adapt else PipelineOptions(**opts),
+                       fresh=not args.keep, adapt=adapt, threads=args.threads)
+            roots[label] = root
             rows.append({"lever": label, "root": root, "trials": res.trials_total,
-                         "est_ms": res.est_total_ms, "tune_s": res.wall_s})
+                         "est_ms": res.est_total_ms, "tune_s": res.wall_s, "seed": seed})
             print(json.dumps({k: str(v) if k == "root" else v for k, v in rows[-1].items()}),
                   flush=True)
         cmd = [sys.executable, __file__, "_timeall", "--variant", args.variant, "--rounds",
                str(args.rounds), "--repeat", str(args.repeat), "--threads", str(args.threads),
-               "--root", ",".join([str(r["root"]) for r in rows] + ["repo"])]
-        t = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True)
-                       .stdout.strip().splitlines()[-1])
+               "--root", ",".join([str(r["root"]) for r in rows] + ["repo"]),
+               "--root-threads", ",".join([str(r.get("time_threads") or args.threads)
+                                           for r in rows] + [str(args.threads)])]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(f"timing failed:\n{proc.stderr[-3000:]}")
+        t = json.loads(proc.stdout.strip().splitlines()[-1])
     mods = t["modules"]
     shipped = mods[-1]
-    rows.append({"lever": f"default pipeline, shipped log ({shipped['trials']} trials)",
+    rows.append({"lever": f"shipped log for this CPU ({shipped['trials']} trials)",
                  "trials": shipped["trials"], "est_ms": None})
-    print(f"\n{args.variant} on the host, {args.trials} trials per lever, timed side by side "
-          f"(medians, {args.rounds} rounds x {args.repeat} runs)")
+    print(f"\n{args.variant} on the host, {args.trials} trials per lever, {args.threads} "
+          f"threads, timed side by side (medians, {args.rounds} rounds x {args.repeat} runs)")
     for r, m in zip(rows, mods):
         est = "" if r["est_ms"] is None else f" (tuner estimate {r['est_ms']:.3f} ms)"
-        print(f"{r['lever']:48s} {m['tvm_ms']:8.3f} ms  {m['tuned_tasks']}/{m['tasks']} tasks "
-              f"tuned{est}")
+        print(f"{r['lever']:48s} {m['tvm_ms']:8.3f} ms  cv {m['tvm_cv']:.2f}  "
+              f"{m['tuned_tasks']}/{m['tasks']} tasks tuned{est}")
     for k, v in t["baselines_ms"].items():
         print(f"{k:48s} {v:8.3f} ms")
     print(f"(load average {t['load']:.1f} at the end)")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"rows": [{k: v for k, v in r.items() if k != "root"}
-                                                           for r in rows], "timing": t}, indent=2))
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(
+            {"variant": args.variant, "trials": args.trials, "threads": args.threads,
+             "rows": [{k: str(v) if k == "root" else v for k, v in r.items()} for r in rows],
+             "timing": t}, indent=2))
 
 
 def main() -> None:
@@ -205,18 +268,29 @@ def main() -> None:
                     help="levers mode: run only the levers whose label contains this (repeatable)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=60)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="threads of TVM (here and in the tuner's runner), PyTorch and ORT")
     ap.add_argument("--keep", default=None,
                     help="levers mode: tune into DIR/l<i> and keep (resume) those logs")
     ap.add_argument("--json-out", default=None, help="levers mode: also write the figures here")
+    ap.add_argument("--adapt-root", default=None,
+                    help="levers mode: schedules root the --adapt lever takes records from "
+                         "(default: the repo's)")
+    ap.add_argument("--root-threads", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    # TVM's pool reads TVM_NUM_THREADS when it starts: set before any TVM code runs here
+    # (children inherit it; tvmflow.tune resolves its runner's count from it)
+    from tvmflow.threads import export, settings
+    export(settings(args.threads))
     if args.mode == "compare":
         cmd_compare(args)
     elif args.mode == "levers":
         cmd_levers(args)
     elif args.mode == "_timeall":
         roots = [None if r == "repo" else Path(r) for r in args.root.split(",")]
-        print(json.dumps(time_many(args.variant, roots, args.rounds, args.repeat, args.threads)))
+        per = [int(n) for n in args.root_threads.split(",")] if args.root_threads else None
+        print(json.dumps(time_many(args.variant, roots, args.rounds, args.repeat, args.threads,
+                                   per)))
 
 
 if __name__ == "__main__":

@@ -118,7 +118,8 @@ def render() -> str:
     r0, r1 = prof["results"]
     elapsed = sweep["elapsed_s"]
     trials = sweep["trials"]
-    budget = ("the tuned schedules in `schedules/host/` where they exist (no tuning in the run)"
+    budget = ("the tuned schedules in `schedules/host/<cpu>/` (this CPU's set, else the nearest "
+              "CPU's) where they exist (no tuning in the run)"
               if trials is None else "TVM's default schedules (no tuning)" if trials == 0
               else f"every variant tuned in the run with the same budget, {trials} MetaSchedule "
               "trials (XGBoost cost model), into a tuning-log root of its own (`--schedules`)")

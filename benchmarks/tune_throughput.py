@@ -50,9 +50,10 @@ def child(mode: str, variant: str, trials: int, per_round: int, work: Path) -> N
     print(json.dumps({"wall_s": time.time() - t0}))
 
 
-def count(work: Path, variant: str) -> dict:
+def count(work: Path, variant: str, mode: str = "stock") -> dict:
     from tvmflow import schedules as S
-    d = work / "host" / variant
+    # tvmflow's tune writes this CPU's set (host/<cpu>/<variant>); the stock run its own dir
+    d = S.schedule_dir("host", variant, work) if mode == "tvmflow" else work / "host" / variant
     recs, _ = S._read_lines(d / S.DB_RECORDS)
     valid = sum(1 for r in recs if S.run_secs(r) != float("inf"))
     timeouts = errors = sent = 0
@@ -83,7 +84,7 @@ def run(mode: str, args, work: Path, cap: float | None) -> dict:
         os.killpg(proc.pid, 9)
         proc.communicate()
     wall = time.time() - t0
-    res = {"mode": mode, "wall_s": round(wall, 1), "capped": capped, **count(work, args.variant)}
+    res = {"mode": mode, "wall_s": round(wall, 1), "capped": capped, **count(work, args.variant, mode)}
     res["valid_per_min"] = round(60 * res["valid"] / wall, 1)
     return res
 

@@ -78,6 +78,13 @@ def test_cross_compiled_add_runs_on_the_board(boards, libs):
     info = boards[0]
     sess = info.request(timeout=60)
     assert rpc.run_add_check(sess, libs["arm"]) == 0.0
+    # its TVM runs the cores of the board it stands in for: the server's TVM_NUM_THREADS gives
+    # its pool that many workers (TVM's default would stop at this machine's cores under qemu)
+    from tvmflow.adapter.runtime import remote_session
+    from tvmflow.targets import get_target
+    cores = get_target(board.BOARD_TARGET).target["num-cores"]
+    assert info.threads == cores
+    assert remote_session(sess, "tracker", info.tracker, KEY).use_threads(cores) == cores
     assert rpc.run_add_check(sess, libs["arm"], n=1024, seed=7) == 0.0
     # the board really is aarch64: the host's x86 library does not load there
     with pytest.raises(TvmflowError, match="cannot upload add_x86.so"):

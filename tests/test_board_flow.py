@@ -7,7 +7,7 @@ real CLI:
   output on the board against PyTorch (1e-4), times them, says the board is emulated, and
   spreads the variants over both boards;
 * `tune --target rpi4` cross-compiles candidates here and measures them on both boards (two RPC
-  runner workers), landing records in schedules/rpi4/<variant>/;
+  runner workers), landing records in schedules/rpi4/cortex-a72/<variant>/;
 * one board is killed during a tune: the tune carries on with the other (or stops cleanly)
   and no finished record is lost;
 * the last board is killed during a bench: a clear error, not a hang, and the rounds already
@@ -114,10 +114,10 @@ def test_tune_through_the_tracker_uses_both_boards(env, tracker, boards):
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout)[0]
     assert res["trials_run"] == 16 and res["valid"] > 0, res
-    d = env["root"] / "sched" / "rpi4" / "pruned-a8"
+    d = env["root"] / "sched" / "rpi4" / "cortex-a72" / "pruned-a8"      # the board's CPU set
     assert S.record_count(d) >= res["valid"]
     meta = S.read_meta(d)
-    assert meta["target"]["mtriple"] == "aarch64-linux-gnu"
+    assert meta["target"]["mtriple"] == "aarch64-linux-gnu" and meta["cpu"] == "cortex-a72"
     assert f"key {KEY} (2 runner workers)" in meta["measured_on"]
     assert len(meta["task_trials"]) >= 2                  # a few tasks x 8 trials
     # candidates were cross-compiled here and loaded by both boards
@@ -128,10 +128,11 @@ def test_tune_through_the_tracker_uses_both_boards(env, tracker, boards):
     assert r.returncode == 0, r.stderr[-2000:]
     side = json.loads((env["root"] / "artifacts" / "rpi4" / "pruned-a8.json").read_text())
     assert side["schedules"]["path"] == str(d) and side["coverage"]["tuned"] >= 1
+    assert side["schedules"]["match"] == "exact" and side["schedules"]["cpu"] == "cortex-a72"
 
 
 def test_killing_one_board_during_a_tune_keeps_every_record(env, tracker, boards):
-    d = env["root"] / "sched" / "rpi4" / "pruned"
+    d = env["root"] / "sched" / "rpi4" / "cortex-a72" / "pruned"
     log = env["root"] / "tune-kill.log"
     proc = popen(env, "tune", "--target", "rpi4", "-v", "pruned", "--trials", "40", "--per-round",
                  "8", "--trials-per-task", "8", "--tracker", tracker.address, "--key", KEY,

@@ -1,5 +1,8 @@
 """Tuning-log files: integrity check, repair, compact, listing, load_for_compile refusals.
 
+Logs live in ``<root>/<target>/<cpu>/<variant>/``; ``S.schedule_dir("host", v, root)`` is
+the set of the CPU these tests run on (tests/test_cpu_sets.py covers choosing among sets).
+
 These use small synthetic logs in MetaSchedule's JSON-lines format (no tuning), so they run
 in seconds; test_tune.py covers logs written by real tunes.
 """
@@ -101,20 +104,34 @@ def test_load_for_compile_refuses_corrupt_log(tmp_path):
         S.load_for_compile(p, "pruned-a8", root=tmp_path)
 
 
-def test_load_for_compile_refuses_other_mcpu(tmp_path):
+def test_load_for_compile_uses_another_cpus_set_as_the_nearest(tmp_path):
+    """Tuned on this CPU, compiled for another x86 CPU: no longer refused, but named."""
     p = _preset()
-    other = replace(p, target={**p.target, "mcpu": "znver5"})
+    other = replace(p, target={**p.target, "mcpu": "znver5" if p.cpu_key != "znver5" else "znver4"},
+                    detected={})
     _write(S.schedule_dir("host", "pruned-a8", tmp_path), meta=_meta(p))
-    with pytest.raises(TvmflowError, match=r"mcpu 'x86-64-v4' \(this target: 'znver5'\).*illegal instruction"):
-        S.load_for_compile(other, "pruned-a8", root=tmp_path)
+    info = S.database_info(other, "pruned-a8", root=tmp_path)  # what compile applies
+    assert info["sha256"] and info["match"] == "nearest" and info["cpu"] == p.cpu_key
+    assert info["note"] == f"tuned on {p.cpu_key}, running on {other.cpu_key}"
+    assert info["path"] == str(S.schedule_dir("host", "pruned-a8", tmp_path))
 
 
-def test_load_for_compile_refuses_records_of_other_mcpu(tmp_path):
-    """meta.json may agree while the records themselves were tuned for another CPU."""
+def test_load_for_compile_refuses_other_triple(tmp_path):
+    p = _preset()
+    _write(S.schedule_dir("host", "pruned-a8", tmp_path),
+           meta=_meta(p, target={"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": p.cpu_key}))
+    with pytest.raises(TvmflowError, match=r"tuned for another target: mtriple 'aarch64-linux-gnu'"
+                                           r".*illegal instruction"):
+        S.load_for_compile(p, "pruned-a8", root=tmp_path)
+
+
+def test_load_for_compile_refuses_records_of_other_architecture(tmp_path):
+    """meta.json may agree while the records themselves were tuned for an aarch64 CPU."""
     p = _preset()
     recs = [_rec(0, 1e-3), _rec(1, 1e-3, {**TARGET, "mcpu": "cortex-a72"})]
     _write(S.schedule_dir("host", "pruned-a8", tmp_path), recs=recs, meta=_meta(p))
-    with pytest.raises(TvmflowError, match="records tuned for another target.*cortex-a72"):
+    with pytest.raises(TvmflowError, match="records tuned for another target.*'cortex-a72' is an "
+                                           "aarch64 CPU"):
         S.load_for_compile(p, "pruned-a8", root=tmp_path)
 
 
@@ -133,8 +150,11 @@ def test_schedules_cli_lists_and_repairs(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
-    assert [(r["target"], r["variant"], r["trials"]) for r in rows] == [("host", "pruned-a8", 10)]
+    cpu = p.cpu_key
+    assert [(r["target"], r["cpu"], r["variant"], r["trials"]) for r in rows] == \
+        [("host", cpu, "pruned-a8", 10)]
     assert rows[0]["integrity"].startswith("corrupt")
+    assert rows[0]["used_here"] == "exact" and rows[0]["running_on"] == cpu
     out = subprocess.run([sys.executable, "-m", "tvmflow", "schedules", "--repair", "--json"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

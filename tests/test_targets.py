@@ -55,13 +55,15 @@ def test_targets_json_lists_presets(run_cli):
     assert host["target"]["num-cores"] == len(os.sched_getaffinity(0))
     assert host["detected"]["num-cores"] == host["target"]["num-cores"]
     assert host["target"]["mcpu"] == host["detected"]["mcpu"] != "auto"
+    # code for the exact CPU detected, whose name also keys its tuning logs
+    assert host["target"]["mcpu"] == host["detected"]["llvm_cpu"] == host["cpu_key"]
     rpi = rows["rpi4"]
     assert rpi["target"] == {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72",
                              "mattr": ["+neon"], "num-cores": 4}
-    assert rpi["cross_compiler"] == "aarch64-linux-gnu-g++"
+    assert rpi["cross_compiler"] == "aarch64-linux-gnu-g++" and rpi["cpu_key"] == "cortex-a72"
     assert rows["jetson-orin"]["target"]["arch"] == "sm_87"
     assert rows["jetson-orin"]["host"]["mcpu"] == "cortex-a78ae"
-    assert rows["h100"]["target"]["arch"] == "sm_90"
+    assert rows["h100"]["target"]["arch"] == rows["h100"]["cpu_key"] == "sm_90"
     assert rows["h100"]["host"]["mtriple"].startswith("x86_64")
 
 

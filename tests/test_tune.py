@@ -52,6 +52,10 @@ def test_tune_writes_log_and_meta(tuned):
     assert meta["mcpu"] == meta["target"]["mcpu"] and meta["tvm_version"]
     assert meta["est_total_ms"] > 0 and meta["n_tuned_tasks"] >= 1
     assert (d / "logs").is_dir() and any((d / "logs").iterdir())  # MetaSchedule's own logs
+    # TVM's thread count in the runner's worker process, asked there
+    from tvmflow.targets import get_target
+    cores = int(os.environ.get("TVM_NUM_THREADS") or get_target("host").target["num-cores"])
+    assert meta["threads"] == {"requested": cores, "tvm": cores} == res["threads"]
 
 
 def test_rerun_within_budget_does_nothing(tuned):
@@ -190,3 +194,72 @@ def test_tune_through_rpc_tracker(tmp_path):
     assert meta["measured_on"].startswith("rpc 127.0.0.1:") and S.record_count(d) == 8
     assert any(0 < S.run_secs(json.loads(line)) < 1
                for line in (d / S.DB_RECORDS).read_text().splitlines())
+
+
+# ------------------------------------------------------------------ --adapt (another CPU's set)
+
+OTHER_PRESET = """\
+name = "host"
+description = "this machine, code for the baseline x86-64 level (stands in for another CPU)"
+device = "cpu"
+rpc_key = "host"
+target = { kind = "llvm", mcpu = "x86-64", num-cores = "auto" }
+"""
+
+
+def test_adapt_remeasures_another_cpus_records_and_the_budget_continues(tmp_path):
+    """A few trials tuned for another CPU (the baseline x86-64 level, moved to a set named
+    "othercpu"), then `tune --adapt` for this CPU: the source's best records are re-measured
+    here and committed with this CPU's target, and the trial budget goes on from them."""
+    from tvmflow.targets import get_target
+    here = get_target("host").cpu_key
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "host.toml").write_text(OTHER_PRESET)
+    root = tmp_path / "sched"
+    env = dict(_env(root), TVMFLOW_TARGET_PATH=str(presets))
+    out = subprocess.run([sys.executable, "-m", "tvmflow", "tune", "-v", VARIANT, "--trials", "16",
+                          "--per-round", "8", "--json"], env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    src = S.schedule_dir("host", VARIANT, root, cpu="othercpu")
+    src.parent.mkdir(parents=True)
+    (root / "host" / "x86-64" / VARIANT).rename(src)
+    src_recs = [json.loads(line) for line in (src / S.DB_RECORDS).read_text().splitlines()]
+    src_tasks = {n for n, k in S.read_meta(src)["task_trials"].items() if k}
+    assert {r[1][2]["mcpu"] for r in src_recs} == {"x86-64"} and len(src_tasks) == 2
+
+    out = _tune(root, "--adapt", "--trials", 8, "--per-round", 8)       # the nearest: othercpu
+    assert out.returncode == 0, out.stderr[-3000:]
+    dst = S.schedule_dir("host", VARIANT, root)
+    assert dst == root / "host" / here / VARIANT
+    meta = S.read_meta(dst)
+    (adapted,) = meta["adapted_from"]
+    n = adapted["records"]
+    assert adapted["cpu"] == "othercpu" and adapted["tasks"] == 2 and 2 <= n <= 6
+    assert set(adapted["task_records"]) == src_tasks
+    assert f"adapted {n} records of othercpu" in out.stdout and f"on {here}" in out.stdout
+    assert "est. total of those tasks:" in out.stdout and "est. total of this log:" in out.stdout
+    # the adapted records: the source's traces, timed here, for this CPU's target
+    recs = [json.loads(line) for line in (dst / S.DB_RECORDS).read_text().splitlines()]
+    by_trace = {json.dumps(r[1][0]): r for r in src_recs}
+    first = recs[:n]
+    for r in first:
+        s = by_trace[json.dumps(r[1][0])]
+        assert r[1][2]["mcpu"] == here and s[1][2]["mcpu"] == "x86-64"
+        assert r[1][1] != s[1][1] and 0 < S.run_secs(r) < 1
+    # re-measurements are not trials; the 8 trials of the budget went on past the adapted
+    # tasks (the scheduler counts them as tuned once), to a task no record covered
+    assert meta["trials"] == 8 and meta["cpu"] == here and len(recs) == n + 8
+    grown = [t for t, k in meta["task_trials"].items() if k]
+    assert len(grown) == 1 and grown[0] not in src_tasks, meta["task_trials"]
+    assert set(meta["best_ms"]) >= src_tasks | set(grown)
+
+    # the same source again: nothing re-measured; a CPU without a set: a clear error
+    out = _tune(root, "--adapt", "othercpu", "--trials", 8, "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout)[0]
+    assert res["adapted"]["skipped"].startswith("already adapted") and res["skipped"]
+    assert S.record_count(dst) == n + 8
+    out = _tune(root, "--adapt", "nosuch", "--trials", 8, timeout=120)
+    assert out.returncode == 2 and "no set of pruned-a8 tuned on nosuch" in out.stderr

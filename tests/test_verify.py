@@ -32,6 +32,20 @@ def test_verify_all_variants_both_frontends(verify_all):
         assert 0 <= row["max_abs_error"] <= 1e-4, row
         assert row["passed"]
     assert verify_all["passed"] and verify_all["tolerance"] == 1e-4
+    # checked with the pipeline compile uses by default for this CPU
+    from tvmflow.adapter.pipeline import default_options
+    from tvmflow.targets import get_target
+    assert verify_all["pipeline"] == default_options(get_target("host").tvm_target()).label
+
+
+def test_verify_with_the_nchwc_layout_on():
+    """`verify --layout NCHWc`: both frontends through the blocked layout, padded channels."""
+    proc = tvmflow("verify", "--variant", "pruned", "--layout", "NCHWc", "--json")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["pipeline"].startswith(("NCHW8c, padded", "NCHW16c, padded"))
+    assert {r["frontend"] for r in res["rows"]} == {"torch", "onnx"}
+    assert all(r["passed"] and r["max_abs_error"] <= 1e-4 for r in res["rows"])
 
 
 def test_verify_can_fail():

@@ -1,9 +1,10 @@
 """Baselines timed on the same machine, same input, in the same run as TVM.
 
 For a host target ``bench`` and ``compare`` also time the variant in PyTorch eager
-(``torch.set_num_threads(num-cores)``) and in ONNX Runtime (CPU provider,
-``intra_op_num_threads = num-cores``), so "TVM is N x faster than the best baseline" is a
-measured ratio, not a remembered one.  Each baseline is a *runner* with the same interface as
+(``torch.set_num_threads(N)``) and in ONNX Runtime (CPU provider, ``intra_op_num_threads =
+N``), with the N threads TVM gets too (the target's ``num-cores``, or ``--threads``: see
+:mod:`tvmflow.threads`), so "TVM is N x faster than the best baseline" is a measured ratio,
+not a remembered one.  :meth:`Runner.measured_threads` reads back what each runtime reports.  Each baseline is a *runner* with the same interface as
 the TVM module (:class:`Runner`), so they interleave with it in rounds.
 """
 
@@ -53,6 +54,10 @@ class Runner:
             out[i] = time.perf_counter() - t0
         return out
 
+    def measured_threads(self) -> int | None:
+        """The thread count the runtime itself reports for this runner (None: unknown)."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -96,6 +101,16 @@ class TorchRunner(Runner):
         with self._torch.inference_mode():
             return self.model(self.x).numpy()
 
+    def measured_threads(self) -> int:
+        """``torch.get_num_threads()`` read while this runner's setting is in force."""
+        torch = self._torch
+        old = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return int(torch.get_num_threads())
+        finally:
+            torch.set_num_threads(old)
+
 
 class OrtRunner(Runner):
     def __init__(self, variant: str, model, x: np.ndarray, threads: int):
@@ -134,6 +149,10 @@ class OrtRunner(Runner):
 
     def output(self) -> np.ndarray:
         return self.sess.run(None, self.feed)[0]
+
+    def measured_threads(self) -> int:
+        """The intra-op thread count of the created InferenceSession's own options."""
+        return int(self.sess.get_session_options().intra_op_num_threads)
 
     def close(self) -> None:
         self._tmp.cleanup()

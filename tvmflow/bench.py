@@ -9,7 +9,9 @@ Both commands go through one path:
 3. per variant: check the module's arch against the server's, upload, load, set the input,
    time the very first call on its own (first-run latency), check the output against PyTorch
    (``atol = rtol = 1e-4``), create the baselines (host targets: PyTorch eager and ONNX
-   Runtime with ``num-cores`` threads), warm every runner up;
+   Runtime), warm every runner up.  Every runner gets the run's one thread count (the
+   target's ``num-cores`` or ``--threads``, :mod:`tvmflow.threads`), and the count each
+   runner's process reports is recorded (``environment["threads"]``);
 4. measure in rounds.  ``compare`` interleaves the variants in every round (A B C D E, A B C
    D E, ...), so drift of the machine spreads over all of them; ``bench`` measures one variant
    after the other.  Within a variant TVM and its baselines alternate the same way.  Each
@@ -42,6 +44,7 @@ import numpy as np
 from .errors import TvmflowError
 from .report import BenchReport, VariantResult, check_outputs
 from .session import Route, open_session, preflight
+from .threads import resolve as resolve_threads
 
 Say = Callable[[str], None]
 
@@ -136,6 +139,12 @@ def _trials(sidecar: dict[str, Any]) -> int | None:
     return None
 
 
+def _schedule_set(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """Which CPU's schedule set the module was compiled with (the sidecar's record)."""
+    sched = sidecar.get("schedules") or {}
+    return {k: sched[k] for k in ("cpu", "running_on", "match", "pipeline") if k in sched}
+
+
 def _coverage(sidecar: dict[str, Any]) -> str | None:
     cov = sidecar.get("coverage") or {}
     if isinstance(cov.get("tasks"), int):
@@ -218,7 +227,12 @@ def _emulated_board(route: Route) -> bool:
     return False
 
 
-def environment(preset, route: Route, session=None) -> dict[str, Any]:
+def environment(preset, route: Route, session=None, threads: int | None = None) -> dict[str, Any]:
+    """What the report records about the run's machine, software and route.
+
+    ``threads``: the thread count asked of every runner (``threads_requested``); the counts
+    each runner's process reports go to ``threads`` once measured (:func:`thread_counts`).
+    """
     from . import adapter
     from .targets import _cpu_model, host_cores
     env: dict[str, Any] = {
@@ -238,6 +252,8 @@ def environment(preset, route: Route, session=None) -> dict[str, Any]:
         env["server_arch"] = session.arch()
         env["device_cpu"] = (env["cpu"] if route.mode in ("local", "local-rpc")
                              else preset.description)
+    if threads is not None:
+        env["threads_requested"] = int(threads)
     env["load_avg_start"] = list(os.getloadavg())
     governor = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     env["cpu_governor"] = governor.read_text().strip() if governor.exists() else "unknown"
@@ -309,12 +325,14 @@ def _repeats_per_round(est: float, opts: BenchOptions) -> int:
 
 def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "bench",
         options: BenchOptions | None = None, out_dir: str | Path | None = None,
-        force: bool = False, say: Say = _quiet) -> BenchReport:
+        force: bool = False, threads: int | None = None, say: Say = _quiet) -> BenchReport:
     """Measure ``modules`` on the device behind ``route``; returns the (saved) report.
 
     ``command="compare"`` interleaves variants in each round; ``"bench"`` measures them one
     after the other.  With ``out_dir`` the report files are written there (existing ones need
-    ``force``) and partial results are saved after every round.
+    ``force``) and partial results are saved after every round.  ``threads``: the thread
+    count of every runner (default: :func:`tvmflow.threads.resolve`, the target's
+    ``num-cores``); what each runner's process reports is in ``environment["threads"]``.
     """
     from .registry import get_spec
     from .targets import get_target
@@ -327,10 +345,11 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
     report = BenchReport(command=command, target=preset.name, options=opts.to_json(),
                          created=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                          seed=modules[0].seed if opts.seed is None else opts.seed)
-    report.environment = environment(preset, route)
+    # one thread count for every runner: TVM (here or on the server), PyTorch, ONNX Runtime
+    threads = resolve_threads(preset, threads)
+    report.environment = environment(preset, route, threads=threads)
     host_baselines = (opts.baselines and preset.device == "cpu" and not preset.is_cross
                       and _device_is_this_machine(route))
-    threads = int(preset.target.get("num-cores") or 1)
     runners_per_variant: dict[str, list] = {}
     partial_path = None
 
@@ -343,18 +362,22 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
     try:
         with contextlib.ExitStack() as stack:
             sessions = [stack.enter_context(open_session(route, device_kind=preset.device,
-                                                         timeout=opts.timeout))
+                                                         timeout=opts.timeout, threads=threads))
                         for _ in range(boards)]
             sess = sessions[0]
             start_load = report.environment["load_avg_start"]
-            report.environment = environment(preset, route, sess)
+            report.environment = environment(preset, route, sess, threads=threads)
             report.environment["load_avg_start"] = start_load
-            say(f"device: {route.describe()} (arch {sess.arch() or 'unknown'})")
+            # measured where TVM runs: runtime.NumThreads over RPC, or in this process
+            tvm_threads = {id(s): s.use_threads(threads) for s in sessions}
+            say(f"device: {route.describe()} (arch {sess.arch() or 'unknown'}, TVM threads "
+                f"{', '.join(str(tvm_threads[id(s)]) for s in sessions)})")
             for mod in modules:
                 spec = get_spec(mod.variant)
                 report.results.append(VariantResult(mod.variant, spec.macs, spec.params,
                                                     str(mod.path), mod.trials,
-                                                    coverage=mod.coverage))
+                                                    coverage=mod.coverage,
+                                                    schedules=_schedule_set(mod.sidecar)))
             # each board gets every boards-th variant; a variant is measured on one board only
             servers = [s.server_id() for s in sessions] if boards > 1 else [None]
             shares = [(s, srv, modules[i::boards])
@@ -372,10 +395,12 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
                 for mod in mods:
                     result = report.result(mod.variant)
                     runners_per_variant[mod.variant] = _prepare_variant(
-                        mod, get_spec(mod.variant), s, result, opts, host_baselines, threads, say)
+                        mod, get_spec(mod.variant), s, result, opts, host_baselines, threads, say,
+                        tvm_threads=tvm_threads[id(s)])
                     if server is not None:
                         result.runner_info["tvm"]["server"] = server
             _on_boards(prepare, shares)
+            report.environment["threads"] = thread_counts(report)
             report.environment["baselines"] = (
                 f"PyTorch eager + ONNX Runtime in the host process, {threads} threads"
                 if host_baselines else "off (" + (
@@ -466,7 +491,8 @@ def _on_boards(fn: Callable[[Any], None], shares: list) -> None:
 
 
 def _prepare_variant(mod: ModuleRef, spec, sess, result: VariantResult, opts: BenchOptions,
-                     host_baselines: bool, threads: int, say: Say) -> list:
+                     host_baselines: bool, threads: int, say: Say,
+                     tvm_threads: int | None = None) -> list:
     from .baselines import make_baselines
     from .frontend import torch_model_for
     from .nin import example_input
@@ -476,6 +502,7 @@ def _prepare_variant(mod: ModuleRef, spec, sess, result: VariantResult, opts: Be
     loaded = sess.load(mod.path, expected_arch=mod.arch)
     loaded.set_input(x)
     tvm_runner = _TvmRunner(mod.variant, loaded)
+    tvm_runner.info.update(threads=threads, threads_measured=tvm_threads)
     result.first_run["tvm"] = tvm_runner.first_run()
     model = None
     if opts.check or host_baselines:
@@ -491,10 +518,26 @@ def _prepare_variant(mod: ModuleRef, spec, sess, result: VariantResult, opts: Be
     if host_baselines:
         for b in make_baselines(mod.variant, model, x, threads):
             result.first_run[b.kind] = b.first_run()
+            b.info["threads_measured"] = b.measured_threads()
             runners.append(b)
     for r in runners:
         result.runner_info[r.kind] = dict(r.info)
     return runners
+
+
+def thread_counts(report: BenchReport) -> dict[str, Any]:
+    """Per runner (``tvm``, ``pytorch``, ``onnxruntime``) the thread count its process
+    reported; a list when variants (boards) disagree."""
+    from .threads import REPORT_KEYS
+    counts: dict[str, list[int]] = {}
+    for r in report.results:
+        for kind, info in r.runner_info.items():
+            value = info.get("threads_measured")
+            if isinstance(value, int):
+                seen = counts.setdefault(REPORT_KEYS.get(kind, kind), [])
+                if value not in seen:
+                    seen.append(value)
+    return {k: v[0] if len(v) == 1 else sorted(v) for k, v in counts.items()}
 
 
 def _measure(report: BenchReport, runners_per_variant: dict[str, list], opts: BenchOptions, *,
@@ -541,12 +584,17 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
           rpc: str | None = None, tracker: str | None = None, key: str | None = None,
           command: str = "bench", options: BenchOptions | None = None,
           out_dir: str | Path | None = None, force: bool = False, seed: int = 0,
-          say: Say = _quiet) -> BenchReport:
-    """``tvmflow bench`` / ``compare``: resolve route and modules, then :func:`run`."""
+          threads: int | None = None, say: Say = _quiet) -> BenchReport:
+    """``tvmflow bench`` / ``compare``: resolve route and modules, then :func:`run`.
+
+    ``threads`` (``--threads``) overrides the thread count of all runners alike (TVM, PyTorch,
+    ONNX Runtime); default: the target's ``num-cores`` (see :mod:`tvmflow.threads`).
+    """
     from .registry import resolve_variants
     from .session import resolve_route
     from .targets import get_target
     preset = get_target(target)
+    threads = resolve_threads(preset, threads)          # a bad --threads fails before compiling
     # host modules run in a separate RPC server process by default: TVM's thread pool then
     # does not share a process with the PyTorch / ONNX Runtime baselines (or a compile)
     default_via = "rpc" if not preset.is_cross and preset.device == "cpu" else "local"
@@ -566,7 +614,7 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
     preflight(route, opts.timeout, arch=triple_arch(preset.cpu_triple), target=preset.name)
     modules = [ensure_module(v, preset.name, seed=seed, say=say) for v in names]
     return run(preset.name, modules, route, command=command, options=options, out_dir=out_dir,
-               force=force, say=say)
+               force=force, threads=threads, say=say)
 
 
 def compare(target: str = "host", variants: list[str] | str = "all", *,
@@ -579,10 +627,13 @@ def compare(target: str = "host", variants: list[str] | str = "all", *,
     the report as ``per_layer.json`` / ``per_layer.md``.
     """
     pair = _per_layer_pair(per_layer, target)
-    report = bench(target, variants, command="compare", **kwargs)
+    from .targets import get_target
+    threads = resolve_threads(get_target(target), kwargs.pop("threads", None))
+    report = bench(target, variants, command="compare", threads=threads, **kwargs)
     if pair:
         from .profile import compare_profiles, write_json
-        report.per_layer = compare_profiles(pair, target, rounds=10, seed=kwargs.get("seed", 0))
+        report.per_layer = compare_profiles(pair, target, rounds=10, seed=kwargs.get("seed", 0),
+                                            threads=threads)
         out = report.environment.get("output_dir")
         if out:
             write_json(report.per_layer, Path(out) / "per_layer.json")

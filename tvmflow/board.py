@@ -44,6 +44,7 @@ from .adapter import rpc
 from .errors import TvmflowError
 
 DEFAULT_KEY = "rpi4-emu"
+BOARD_TARGET = "rpi4"                # the preset the board stands in for (its num-cores)
 DEFAULT_NAME = "emu0"
 SUITE = "bookworm"
 ARCH = "arm64"
@@ -493,6 +494,7 @@ class BoardInfo:
     log: str
     root: str
     started: float = field(default_factory=time.time)
+    threads: int | None = None   # TVM_NUM_THREADS of its server
 
     @property
     def tracker_host(self) -> str:
@@ -533,18 +535,22 @@ def running_boards() -> list[BoardInfo]:
 
 def start(name: str = DEFAULT_NAME, tracker: str | None = None, key: str = DEFAULT_KEY, *,
           port: int | None = None, host: str = rpc.LOOPBACK, timeout: float = START_TIMEOUT,
-          say: Say = _quiet) -> BoardInfo:
+          threads: int | None = None, say: Say = _quiet) -> BoardInfo:
     """Start board ``name``: the RPC server inside the root, registered under ``key``.
 
     ``tracker`` is ``"HOST:PORT"``; without it a tracker is started on 127.0.0.1 (or the one a
     previous ``start`` started is reused) and stopped with the last board.  Returns when the
-    tracker lists the board.
+    tracker lists the board.  Its TVM runs ``threads`` threads (default ``TVM_NUM_THREADS``,
+    else the ``rpi4`` preset's ``num-cores``, 4), as a Raspberry Pi 4's TVM would.
     """
     _need_root("board start")
     if not name or "/" in name or name.startswith("."):
         raise TvmflowError(f"bad board name {name!r}")
     if not key:
         raise TvmflowError("the board key must not be empty")
+    from .targets import get_target
+    from .threads import child_env, resolve
+    threads = resolve(get_target(BOARD_TARGET), threads)
     check_tools()
     if read_marker() is None:
         raise TvmflowError("the emulated board is not set up", hint="run `tvmflow board setup` first")
@@ -580,14 +586,15 @@ def start(name: str = DEFAULT_NAME, tracker: str | None = None, key: str = DEFAU
     try:
         proc = rpc.start_server(host, port, tracker=tracker, key=key,
                                 python=_chroot(rootfs(), f"{VENV}/bin/python"),
-                                env=_chroot_env(), log=log, timeout=timeout, cwd="/")
+                                env=child_env(threads, base=_chroot_env()), log=log,
+                                timeout=timeout, cwd="/")
     except BaseException:
         with _locked_state() as state:
             state["starting"].pop(name, None)
             _release_unused(state, say)
         raise
     info = BoardInfo(name, key, host, proc.port, proc.pid, tracker, owned, str(log),
-                     str(rootfs()))
+                     str(rootfs()), threads=threads)
     with _locked_state() as state:
         state["starting"].pop(name, None)
         state["boards"][name] = info.to_dict()
@@ -645,7 +652,7 @@ def stop(name: str | None = None, *, all: bool = False, say: Say = _quiet) -> li
 @contextlib.contextmanager
 def running(names: tuple[str, ...] | list[str] = (DEFAULT_NAME,), tracker: str | None = None,
             key: str = DEFAULT_KEY, *, timeout: float = START_TIMEOUT,
-            say: Say = _quiet) -> Iterator[list[BoardInfo]]:
+            threads: int | None = None, say: Say = _quiet) -> Iterator[list[BoardInfo]]:
     """Boards ``names`` started in parallel under ``key`` and stopped on exit (also on errors
     and Ctrl-C).  For pytest fixtures and scripts::
 
@@ -655,14 +662,15 @@ def running(names: tuple[str, ...] | list[str] = (DEFAULT_NAME,), tracker: str |
     from concurrent.futures import ThreadPoolExecutor
     ensure_setup(say)
     if tracker is None and len(names) > 1:   # one owned tracker for all, started first
-        first = start(names[0], None, key, timeout=timeout, say=say)
+        first = start(names[0], None, key, timeout=timeout, threads=threads, say=say)
         rest, infos = list(names[1:]), [first]
         tracker = first.tracker
     else:
         rest, infos = list(names), []
     try:
         with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
-            futures = [pool.submit(start, n, tracker, key, timeout=timeout, say=say) for n in rest]
+            futures = [pool.submit(start, n, tracker, key, timeout=timeout, threads=threads,
+                                   say=say) for n in rest]
             errors = []
             for fut in futures:
                 try:

@@ -68,9 +68,12 @@ def check_output_dir(directory: Path) -> None:
 def schedule_database(preset: TargetPreset, variant: str, *, load: bool = True):
     """``(database or None, info or None)`` from :mod:`tvmflow.schedules` for this target.
 
-    ``info`` has at least ``path`` and ``sha256``; a database that is corrupt or was tuned for
-    another target / variant / CPU is refused there with a TvmflowError.  Without the
-    schedules module (or without a database for the pair) the build uses default schedules.
+    ``info`` has at least ``path`` and ``sha256``, and the CPU the set was tuned on
+    (``cpu``, ``running_on``, ``match``: ``"exact"``, or ``"nearest"`` with a ``note`` such as
+    "tuned on emeraldrapids, running on znver2" when no set was tuned on this CPU); a
+    database that is corrupt or was tuned for another target kind / triple / CUDA arch or
+    variant is refused there with a TvmflowError.  Without the schedules module (or without a
+    database for the pair) the build uses default schedules.
     """
     import importlib
     try:
@@ -80,26 +83,34 @@ def schedule_database(preset: TargetPreset, variant: str, *, load: bool = True):
             raise
         return None, None
     if not load and hasattr(schedules, "database_info"):
-        return None, schedules.database_info(preset, variant)
+        info = schedules.database_info(preset, variant)
+        return None, (info if info and info.get("sha256") else None)
     if not hasattr(schedules, "load_for_compile"):
         return None, None
     database, info = schedules.load_for_compile(preset, variant)
     return database, (info if info and info.get("sha256") else None)
 
 
+def _schedules_line(info: dict[str, Any]) -> str:
+    """The terminal line naming the schedule set, and the CPU it was tuned on when that is
+    not this one."""
+    if info.get("note"):
+        return (f"schedules: {info['path']} ({info['note']})\n"
+                f"  no set was tuned on {info['running_on']}: using the nearest one "
+                f"({info.get('why')}), its schedules re-applied for {info['running_on']}; "
+                f"`tvmflow tune --adapt` re-measures them here")
+    return f"schedules: {info['path']}"
+
+
 def _build(model, preset: TargetPreset, database, info):
-    """The shared tune/compile pipeline when present, else TVM's default build."""
-    import importlib
-    try:
-        pipeline = importlib.import_module(f"{__package__}.adapter.pipeline")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.adapter.pipeline":
-            raise
-        from .adapter.build import build
-        return build(model.mod, preset.tvm_target()), None
-    options = pipeline.PipelineOptions.from_json((info or {}).get("pipeline"))
-    executable, coverage = pipeline.build(model.mod, preset.tvm_target(), database,
-                                          options=options)
+    """Build through the shared tune/compile pipeline: the log's pipeline options, or the
+    target's default ones (NCHWc on CPUs) when there is no log."""
+    from .adapter import pipeline
+    target = preset.tvm_target()
+    saved = (info or {}).get("pipeline")
+    options = (pipeline.PipelineOptions.from_json(saved) if saved
+               else pipeline.default_options(target))
+    executable, coverage = pipeline.build(model.mod, target, database, options=options)
     coverage = dict(coverage)
     coverage["pipeline"] = options.to_json()
     return executable, coverage
@@ -155,7 +166,7 @@ def compile(variant: str, target: str | TargetPreset, output: str | Path | None 
         check_arch(nvcc, preset.arch)
     check_output_dir(path.parent)
     database, info = schedule_database(preset, spec.name) if schedules else (None, None)
-    say(f"schedules: {info['path']}" if info else
+    say(_schedules_line(info) if info else
         "schedules: none (default schedules" + (", dlight GPU rules)" if preset.is_cuda else ")"))
 
     t0 = time.perf_counter()

@@ -208,6 +208,10 @@ def stale_reason(path: str | Path, *, schedules_info: dict | None | bool = True,
         was = old["sha256"][:12] if old else "none"
         now = fresh["sha256"][:12] if fresh else "none"
         return f"schedule database changed (compiled with {was}, now {now})"
+    if fresh and old and (fresh.get("cpu"), fresh.get("running_on")) != (old.get("cpu"),
+                                                                          old.get("running_on")):
+        return (f"schedule set changed (compiled with the set tuned on {old.get('cpu') or '?'}, "
+                f"now the one tuned on {fresh.get('cpu') or '?'})")
     return None
 
 
@@ -220,7 +224,7 @@ def schedule_record(info: dict | None) -> dict | None:
     if not info or not info.get("sha256"):
         return None
     keep = ("path", "sha256", "trials", "records", "target", "variant", "mcpu", "pipeline",
-            "tvm_version")
+            "tvm_version", "cpu", "running_on", "match", "note")
     return {k: _jsonable(info[k]) for k in keep if k in info}
 
 

@@ -19,8 +19,9 @@ final global average pool ``avgpool``)::
     >>> side = profile_many(["pruned", "pruned-a8"], "host")   # interleaved, for a side-by-side
 
 The module profiled is the one ``tvmflow compile`` would build: the variant's tuned schedules
-for that target when ``schedules/<target>/<variant>/`` has them, otherwise TVM's default
-(untuned) schedules -- the result says which (``schedules``).
+for that target when ``schedules/<target>/<cpu>/<variant>/`` has them (the set tuned on this
+CPU, else the nearest CPU's), otherwise TVM's default (untuned) schedules -- the result says
+which (``schedules``, with the CPU the set was tuned on when it is another one).
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ class ProfileResult:
                     end_to_end_best_ms=self.end_to_end_best_ms,
                     kernel_best_sum_ms=self.kernel_best_sum_ms,
                     coverage=self.coverage, machine=self.machine,
+                    threads={"tvm": self.machine.get("threads")},
                     mapping_warning=self.mapping_warning,
                     layers=[r.to_json() for r in self.layers],
                     kernels=[k.to_json() for k in self.kernels])
@@ -335,8 +337,11 @@ def _schedules_text(sidecar: dict[str, Any]) -> str:
     if cov.get("tuned"):
         sched = (sidecar or {}).get("schedules") or {}
         trials = sched.get("trials") if isinstance(sched, dict) else None
+        other = (sched.get("cpu") if isinstance(sched, dict) and sched.get("match") == "nearest"
+                 else None)
         return (f"tuned ({cov['tuned']}/{cov.get('tasks')} tasks"
-                + (f", {trials} trials)" if isinstance(trials, int) else ")"))
+                + (f", {trials} trials" if isinstance(trials, int) else "")
+                + (f", tuned on {other}" if other else "") + ")")
     return "default (untuned)"
 
 
@@ -358,16 +363,29 @@ def _number_for(sample_s: float, min_ms: float) -> int:
 
 def profile_many(variants: list[str | VariantSpec] | list[Built], target="host", *,
                  rounds: int = 20, min_ms: float = 2.0, seed: int = 0, tuned: bool = True,
+                 threads: int | None = None,
                  on_step: Callable[[str], None] | None = None) -> list[ProfileResult]:
     """Profile several variants in the same interleaved rounds.
 
     Each round times, for each variant in turn, ``main`` once and each kernel call once (each
     sample the mean of enough back-to-back runs to last ``min_ms``, calibrated first).
+    ``threads``: TVM's thread count in this process (default: ``TVM_NUM_THREADS``, else the
+    target's ``num-cores``); the count TVM reports is in each result's ``machine["threads"]``.
     """
-    from .adapter import profile as ap
+    from .threads import resolve, scoped
     if rounds < 1:
         raise TvmflowError(f"rounds must be at least 1, got {rounds}")
     preset = _preset(target)
+    n = resolve(preset, threads)
+    with scoped(n):
+        return _profile_many(variants, preset, rounds=rounds, min_ms=min_ms, seed=seed,
+                             tuned=tuned, threads=n, on_step=on_step)
+
+
+def _profile_many(variants, preset, *, rounds: int, min_ms: float, seed: int, tuned: bool,
+                  threads: int, on_step) -> list[ProfileResult]:
+    from .adapter import profile as ap
+    from .adapter.runtime import local_threads
     if preset.device != "cpu" and preset.device != "cuda":
         raise TvmflowError(f"cannot profile on device {preset.device!r}")
     if preset.is_cross:
@@ -377,6 +395,7 @@ def profile_many(variants: list[str | VariantSpec] | list[Built], target="host",
     ap.device(preset.device)  # no such device here: fail before the slow compile
     built = [b if isinstance(b, Built) else build_for_profile(b, preset, seed=seed, tuned=tuned,
                                                              on_step=on_step) for b in variants]
+    measured = local_threads(threads)  # the count TVM reports here (a wrong one is an error)
     states = []
     for b in built:
         if on_step:
@@ -408,7 +427,8 @@ def profile_many(variants: list[str | VariantSpec] | list[Built], target="host",
             variant=spec.name, target=preset.name, device=preset.device,
             schedules=st["built"].schedules, spec=spec.summary(), kernels=kernels,
             layers=_layer_rows(spec, kernels), end_to_end_ms=[1e3 * s for s in st["main"]],
-            rounds=rounds, machine=_machine(preset), mapping_warning=warning))
+            rounds=rounds, machine=dict(_machine(preset), threads=measured),
+            mapping_warning=warning))
     return results
 
 

@@ -29,6 +29,8 @@ REFERENCE = "original"
 ALIGNMENT = ("pruned-a8", "pruned")     # (aligned, unaligned)
 LABELS = {"tvm": "TVM", "torch": "PyTorch eager", "onnxruntime": "ONNX Runtime"}
 SHORT = {"tvm": "TVM", "torch": "PyTorch", "onnxruntime": "ORT"}
+# keys of environment["threads"] (tvmflow.threads.REPORT_KEYS) -> labels
+THREAD_LABELS = {"tvm": "TVM", "pytorch": "PyTorch eager", "onnxruntime": "ONNX Runtime"}
 
 
 def _ms(seconds: float | None, digits: int = 3) -> str:
@@ -49,6 +51,17 @@ class VariantResult:
     first_run: dict[str, dict[str, float]] = field(default_factory=dict)   # runner -> info
     latency: dict[str, Latency] = field(default_factory=dict)              # runner -> samples
     runner_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # which CPU's schedule set the module was compiled with: {"cpu", "running_on", "match",
+    # "pipeline"} from the sidecar (empty: no tuned schedules)
+    schedules: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cpu_mismatch(self) -> str | None:
+        """"tuned on X, running on Y" when the module's schedules come from another CPU."""
+        s = self.schedules
+        if s.get("cpu") and s.get("running_on") and s["cpu"] != s["running_on"]:
+            return f"tuned on {s['cpu']}, running on {s['running_on']}"
+        return None
 
     def p50(self, runner: str = "tvm") -> float | None:
         lat = self.latency.get(runner)
@@ -70,6 +83,7 @@ class VariantResult:
                "module": self.module, "trials": self.trials, "coverage": self.coverage,
                "check": self.check,
                "first_run": self.first_run, "runners": self.runner_info,
+               "schedules": self.schedules,
                "latency": {k: v.to_json(samples) for k, v in self.latency.items()}}
         if self.p50() is not None:
             out["gflops"] = self.gflops()
@@ -84,7 +98,8 @@ class VariantResult:
                    coverage=data.get("coverage"),
                    check=data.get("check") or {}, first_run=data.get("first_run") or {},
                    latency={k: Latency.from_json(v) for k, v in (data.get("latency") or {}).items()},
-                   runner_info=data.get("runners") or {})
+                   runner_info=data.get("runners") or {},
+                   schedules=data.get("schedules") or {})
 
 
 def _tuned_alike(a: "VariantResult", b: "VariantResult", tol: float = 0.05) -> bool:
@@ -129,6 +144,36 @@ class BenchReport:
     @property
     def emulated(self) -> bool:
         return bool(self.environment.get("emulated"))
+
+    @property
+    def threads(self) -> dict[str, int | list[int]]:
+        """Thread count per runner (``tvm``, ``pytorch``, ``onnxruntime``) as measured in the
+        process that ran it; a list when its variants (boards) disagree."""
+        return dict(self.environment.get("threads") or {})
+
+    @property
+    def threads_requested(self) -> int | None:
+        return self.environment.get("threads_requested")
+
+    def thread_warnings(self) -> list[str]:
+        """Runners that ran with different thread counts, or TVM with another than asked."""
+        counts = self.threads
+        if not counts:
+            return []
+        text = ", ".join(f"{THREAD_LABELS.get(k, k)} {v}" for k, v in counts.items())
+        values = set()
+        for v in counts.values():
+            values.update(v if isinstance(v, list) else [v])
+        out = []
+        if len(values) > 1:
+            out.append(f"the runners ran with different thread counts ({text}), so the ratios "
+                       "between them also measure the parallelism; give them one count "
+                       "(--threads N, or TVM_NUM_THREADS for the board's server)")
+        asked, tvm = self.threads_requested, counts.get("tvm")
+        if asked is not None and tvm is not None and tvm != asked and len(values) == 1:
+            out.append(f"TVM ran {tvm} threads, {asked} were asked for (the device's "
+                       "TVM_NUM_THREADS caps it: the pool cannot grow past it)")
+        return out
 
     def speedup(self, r: VariantResult) -> float | None:
         ref = self.result(REFERENCE)
@@ -186,6 +231,15 @@ class BenchReport:
         elif noisy:
             out.append(f"latency varies a lot (CV > {CV_WARN * 100:.0f}%) for {', '.join(noisy)}; "
                        f"the medians are still usable, but {CV_HINT}")
+        out.extend(self.thread_warnings())
+        off = [r for r in self.results if r.cpu_mismatch]
+        if off:
+            cpus = sorted({r.schedules["cpu"] for r in off})
+            here = off[0].schedules["running_on"]
+            out.append(f"schedules tuned on another CPU: {', '.join(r.variant for r in off)} "
+                       f"(tuned on {', '.join(cpus)}, running on {here}); no set was tuned on "
+                       f"{here}, so TVM is not at full speed here: run `tvmflow tune` (or "
+                       "`tvmflow tune --adapt`) on this CPU")
         for r in self.results:
             for kind, info in r.runner_info.items():
                 if info.get("capped"):
@@ -230,6 +284,8 @@ class BenchReport:
             tuned = "untuned" if r.trials is None else str(r.trials)
             if r.coverage:
                 tuned += f" ({r.coverage})"
+            if r.cpu_mismatch:
+                tuned += f", tuned on {r.schedules['cpu']}"
             row = [r.variant, tuned, _ms(lat.p50) if has else "-",
                    f"{_ms(lo)}-{_ms(hi)}" if has else "-",
                    f"{lat.cv * 100:.1f}" if has else "-",
@@ -279,6 +335,11 @@ class BenchReport:
                 ci = self.ratio(r, "tvm", r, best)
                 lines.append(f"{r.variant}: TVM / best baseline ({LABELS[best]}) = {ci.ratio:.2f} "
                              f"(95% CI {ci.lo:.2f}-{ci.hi:.2f})")
+        if self.threads:
+            asked = self.threads_requested
+            lines.append("threads (as each runner's process reports them): " + ", ".join(
+                f"{THREAD_LABELS.get(k, k)} {v}" for k, v in self.threads.items())
+                + (f"; asked for {asked}" if asked is not None else ""))
         lines.append("environment: " + ", ".join(
             f"{k}={env[k]}" for k in ("host", "cpu", "tvm", "torch", "onnxruntime", "tvmflow")
             if env.get(k)))

@@ -1,7 +1,9 @@
 """``tvmflow run``: load a compiled module on this machine and run it once.
 
 The sidecar says what the module needs: the CPU architecture of its code (x86-64 or aarch64),
-a CUDA GPU for CUDA targets, AVX-512 for host modules built for ``x86-64-v4``.  A module this
+a CUDA GPU for CUDA targets, and for x86 modules the vector extensions of the CPU they were
+built for (a host module is built for the exact CPU it was compiled on, e.g. ``znver2`` or
+``emeraldrapids``; one with AVX-512 code is refused on a CPU without AVX-512).  A module this
 machine cannot run is refused with the mismatch named, before TVM tries to load it.  The
 default input is the variant's seeded example input (the sidecar's seed), the one the
 compile-time reference used.
@@ -19,6 +21,20 @@ from .errors import TvmflowError
 from .package import Package, write_atomic
 
 _MACHINES = {"x86_64": ("x86_64", "amd64"), "aarch64": ("aarch64", "arm64")}
+# LLVM feature -> /proc/cpuinfo flag, for the x86 extensions a module's code may use
+_X86_FEATURES = {"avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c", "bmi2": "bmi2",
+                 "avx512f": "avx512f", "avx512cd": "avx512cd", "avx512bw": "avx512bw",
+                 "avx512dq": "avx512dq", "avx512vl": "avx512vl", "avx512vnni": "avx512_vnni",
+                 "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16",
+                 "avx512ifma": "avx512ifma", "avx512vbmi": "avx512vbmi",
+                 "avxvnni": "avx_vnni", "amx-tile": "amx_tile"}
+
+
+def missing_cpu_features(mcpu: str, flags: set[str]) -> list[str]:
+    """The x86 extensions code built for ``mcpu`` may use and a CPU with ``flags`` lacks."""
+    from .adapter.target import cpu_features
+    has = cpu_features(mcpu)
+    return [f for f in _X86_FEATURES if f in has and _X86_FEATURES[f] not in flags]
 
 
 @dataclass
@@ -27,6 +43,7 @@ class RunResult:
     input_source: str
     output: np.ndarray
     saved: Path | None = None
+    threads: int | None = None         # TVM's thread count in this process, as TVM reports it
 
     def top(self, k: int = 5) -> list[tuple[int, float]]:
         flat = self.output.reshape(self.output.shape[0], -1)[0]
@@ -40,17 +57,22 @@ def local_machine() -> str:
 
 def mismatches(pkg: Package) -> list[str]:
     """Why this machine cannot run ``pkg`` (empty when it can)."""
-    from .targets import AVX512, _cpu_flags
+    from .targets import _cpu_flags
     problems = []
     arch = pkg.cpu_triple.split("-")[0]
     here = local_machine()
     if here not in _MACHINES.get(arch, (arch,)):
         problems.append(f"its code is for {arch} ({pkg.cpu_triple}) and this machine is {here}")
     target = pkg.sidecar["target"].get("target") or {}
-    if pkg.device == "cpu" and arch == "x86_64" and target.get("mcpu") == "x86-64-v4":
+    mcpu = target.get("mcpu")
+    if pkg.device == "cpu" and arch == "x86_64" and mcpu and not problems:
         flags = _cpu_flags()
-        if flags and not all(f in flags for f in AVX512):
-            problems.append("it was built for x86-64-v4 (AVX-512) and this CPU lacks AVX-512")
+        lacks = missing_cpu_features(str(mcpu), flags) if flags else []
+        if lacks:
+            what = ", ".join(lacks[:5]) + (", ..." if len(lacks) > 5 else "")
+            if "avx512f" in lacks:
+                what = f"AVX-512 ({what})"
+            problems.append(f"it was built for {mcpu} and this CPU lacks {what}")
     if pkg.device == "cuda":
         from .adapter.cuda import cubin_runs_on, gpu_arch
         archs = [str(a) for a in ((pkg.cuda or {}).get("archs") or [target.get("arch")])]
@@ -94,12 +116,33 @@ def load_input(pkg: Package, path: str | Path | None) -> tuple[np.ndarray, str]:
     return x, str(path)
 
 
+def _threads_for(pkg: Package, threads: int | None) -> int:
+    """``threads``, else TVM_NUM_THREADS, else the module's target preset's ``num-cores``
+    (detected here for ``host``; the sidecar's target when the preset is gone)."""
+    from .targets import get_target
+    from .threads import resolve
+    try:
+        preset = get_target(pkg.target_name)
+    except TvmflowError:
+        from types import SimpleNamespace
+        tgt = pkg.sidecar.get("target") or {}
+        preset = SimpleNamespace(target=tgt.get("target") or {}, host=tgt.get("host"))
+    return resolve(preset, threads)
+
+
 def run(module: str | Path, input: str | Path | None = None,
-        output: str | Path | None = None) -> RunResult:
-    """Run the compiled ``module`` once on this machine; save the output to ``output`` (.npy)."""
+        output: str | Path | None = None, *, threads: int | None = None) -> RunResult:
+    """Run the compiled ``module`` once on this machine; save the output to ``output`` (.npy).
+
+    ``threads``: TVM's thread count (default ``TVM_NUM_THREADS``, else the target's
+    ``num-cores``).
+    """
     from .adapter.build import load_library, run_local
+    from .adapter.runtime import local_threads
+    from .threads import scoped
     pkg = Package.load(module)
     check_runnable(pkg)
+    n = _threads_for(pkg, threads)
     x, source = load_input(pkg, input)
     saved = None
     if output is not None:
@@ -108,8 +151,10 @@ def run(module: str | Path, input: str | Path | None = None,
             raise TvmflowError(f"output {output} must end in .npy")
         if not saved.parent.is_dir():
             raise TvmflowError(f"output directory {saved.parent} does not exist")
-    lib = load_library(pkg.path)
-    y = run_local(lib, x, "cuda" if pkg.device == "cuda" else "cpu")
+    with scoped(n):
+        measured = local_threads(n)
+        lib = load_library(pkg.path)
+        y = run_local(lib, x, "cuda" if pkg.device == "cuda" else "cpu")
     if saved is not None:
         import io
         buf = io.BytesIO()
@@ -118,4 +163,4 @@ def run(module: str | Path, input: str | Path | None = None,
             write_atomic(saved, buf.getvalue())
         except OSError as exc:
             raise TvmflowError(f"cannot write {saved}: {exc.strerror or exc}") from None
-    return RunResult(pkg, source, y, saved)
+    return RunResult(pkg, source, y, saved, measured)

@@ -1,20 +1,36 @@
-"""Tuning logs: ``schedules/<target>/<variant>/``.
+"""Tuning logs: ``schedules/<target>/<cpu>/<variant>/``, one set per CPU they were tuned on.
+
+``<cpu>`` is the target's :attr:`~tvmflow.targets.TargetPreset.cpu_key`: LLVM's name for the
+CPU (``schedules/host/znver2/pruned/``, ``schedules/host/emeraldrapids/pruned/``; the host
+preset's is the detected CPU), a fixed target's mcpu (``schedules/rpi4/cortex-a72/...``), the
+SM arch for CUDA targets (``schedules/h100/sm_90/...``).
 
 Each log directory holds MetaSchedule's two JSON database files (one JSON value per line)::
 
     database_workload.json        [structural_hash, workload]            (one per task)
     database_tuning_record.json   [workload_index, [trace, run_secs, target, args_info]]
 
-plus ``meta.json`` (target dict, TVM version, mcpu, pipeline options, trials done, wall time,
-best estimated latency per task and in total) and ``logs/`` (MetaSchedule's own logs, not
-committed).  This module reads and writes them without TVM:
+plus ``meta.json`` (target dict, the CPU, TVM version, mcpu, pipeline options, trials done,
+wall time, best estimated latency per task and in total) and ``logs/`` (MetaSchedule's own
+logs, not committed).  This module reads and writes them without TVM:
 
 * :func:`check` / :func:`repair` -- a line that is not valid JSON (a crash mid-write leaves
   a truncated last line) is found and dropped; every good record is kept.
 * :func:`compact` -- keep only the best few records per workload (the shipped logs).
 * :func:`lock` -- a filelock per log directory, so two tunes never write the same files.
+* :func:`select_set` -- the set compile uses on this CPU: the one tuned on it, else the
+  NEAREST one by :mod:`tvmflow.cpus`' ranking (never one of another architecture, never
+  another CUDA arch).
 * :func:`load_for_compile` -- the database compile applies, after refusing a corrupt one or
-  one tuned for another target / variant / mcpu.
+  one tuned for another target kind / triple / CUDA arch or another variant.
+
+Records tuned on another CPU of the same architecture apply as they are: MetaSchedule's
+``Database.query_tuning_record`` matches a record by its workload (the structural hash and
+equality of the TIR function) and ignores the target (TVM 0.27,
+``src/s_tir/meta_schedule/database/database.cc``: ``DatabaseNode::QueryTuningRecord`` takes a
+target and never reads it), and ``MetaScheduleApplyDatabase`` replays the record's schedule
+trace on the module being compiled, which is then generated for THIS CPU's ``mcpu``.  So a
+set from another CPU changes which schedule is used, not which instructions are emitted.
 """
 
 from __future__ import annotations
@@ -23,7 +39,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +51,9 @@ DB_RECORDS = "database_tuning_record.json"
 META = "meta.json"
 LOCK = ".tune.lock"
 FAILED_SECS = 1e9
-TARGET_KEYS = ("kind", "mtriple", "mcpu", "arch")
+# what a log must share with the target it is applied to (the CPU -- mcpu -- may differ, but
+# never its architecture: see _target_mismatch)
+TARGET_KEYS = ("kind", "mtriple", "arch")
 
 
 def schedules_root() -> Path:
@@ -43,8 +61,50 @@ def schedules_root() -> Path:
     return Path(env) if env else SCHEDULES_DIR
 
 
-def schedule_dir(target_name: str, variant: str, root: Path | None = None) -> Path:
-    return Path(root or schedules_root()) / target_name / variant
+def _preset(target):
+    if isinstance(target, str):
+        from .targets import get_target
+        return get_target(target)
+    return target
+
+
+def cpu_dir(target, cpu: str, root: Path | None = None) -> Path:
+    """``<root>/<target>/<cpu>``: the sets tuned on one CPU."""
+    name = target if isinstance(target, str) else target.name
+    return Path(root or schedules_root()) / name / cpu
+
+
+def schedule_dir(target, variant: str, root: Path | None = None, *, cpu: str | None = None) -> Path:
+    """``<root>/<target>/<cpu>/<variant>``; ``cpu`` defaults to the target's own
+    (:attr:`~tvmflow.targets.TargetPreset.cpu_key`, the running CPU for ``host``): the log
+    ``tvmflow tune`` writes.  ``target``: a preset or its name."""
+    if cpu is None:
+        cpu = _preset(target).cpu_key
+    return cpu_dir(target, cpu, root) / variant
+
+
+def _is_log_dir(d: Path) -> bool:
+    return (d / DB_RECORDS).exists() or (d / META).exists()
+
+
+def cpu_sets(target_name: str, variant: str, root: Path | None = None) -> list[tuple[str, Path]]:
+    """``(cpu, log dir)`` of every set of ``variant`` for the target, by CPU name."""
+    tdir = Path(root or schedules_root()) / target_name
+    if not tdir.is_dir():
+        return []
+    out = []
+    for cdir in sorted(p for p in tdir.iterdir() if p.is_dir()):
+        if _is_log_dir(cdir):        # an old-layout <target>/<variant>/ log, not a CPU
+            continue
+        if (cdir / variant / DB_RECORDS).exists():
+            out.append((cdir.name, cdir / variant))
+    return out
+
+
+def legacy_dir(target_name: str, variant: str, root: Path | None = None) -> Path | None:
+    """An old-layout log ``<root>/<target>/<variant>/`` (before logs were kept per CPU)."""
+    d = Path(root or schedules_root()) / target_name / variant
+    return d if _is_log_dir(d) else None
 
 
 # --------------------------------------------------------------------------- reading
@@ -238,35 +298,91 @@ def lock(log_dir: Path, wait: float = 0.0):
 # --------------------------------------------------------------------------- listing
 
 
-def list_schedules(root: Path | None = None) -> list[dict[str, Any]]:
-    """Every ``<target>/<variant>`` log under the schedules root."""
+def _row(target: str, cpu: str | None, vdir: Path) -> dict[str, Any]:
+    try:
+        meta = read_meta(vdir)
+    except TvmflowError:
+        meta = {}
+    integ = check(vdir)
+    return {"target": target, "cpu": cpu, "variant": vdir.name, "path": str(vdir),
+            "trials": meta.get("trials", 0), "records": integ.records,
+            "workloads": integ.workloads, "mcpu": meta.get("mcpu"),
+            "updated": meta.get("updated"),
+            "est_latency_ms": meta.get("est_total_ms"),
+            "tasks": meta.get("n_tasks"), "tuned_tasks": meta.get("n_tuned_tasks"),
+            "adapted_from": [a.get("cpu") for a in meta.get("adapted_from") or []],
+            "integrity": integ.describe()}
+
+
+def list_schedules(root: Path | None = None, *, here: bool = False) -> list[dict[str, Any]]:
+    """Every ``<target>/<cpu>/<variant>`` log under the schedules root.
+
+    Each row names its ``cpu``; an old-layout ``<target>/<variant>/`` log is listed with
+    ``cpu`` None and ``"layout": "old"`` (compile ignores it: move it under its CPU).  With
+    ``here``, rows also say what compile on this machine does with them: ``"used_here"`` is
+    ``"exact"`` (tuned on this CPU), ``"nearest"`` (no set for this CPU; this is the nearest)
+    or None, and ``"running_on"`` is the target's CPU here.
+    """
     root = Path(root or schedules_root())
     out = []
     if not root.is_dir():
         return out
     for tdir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for vdir in sorted(p for p in tdir.iterdir() if p.is_dir()):
-            if not (vdir / DB_RECORDS).exists() and not (vdir / META).exists():
+        for cdir in sorted(p for p in tdir.iterdir() if p.is_dir()):
+            if _is_log_dir(cdir):
+                row = _row(tdir.name, None, cdir)
+                row["layout"] = "old"
+                row["integrity"] += (f"; old layout: move it to {tdir.name}/<cpu>/{cdir.name}/ "
+                                     "(compile ignores it)")
+                out.append(row)
                 continue
-            try:
-                meta = read_meta(vdir)
-            except TvmflowError:
-                meta = {}
-            integ = check(vdir)
-            out.append({"target": tdir.name, "variant": vdir.name, "path": str(vdir),
-                        "trials": meta.get("trials", 0), "records": integ.records,
-                        "workloads": integ.workloads, "mcpu": meta.get("mcpu"),
-                        "updated": meta.get("updated"),
-                        "est_latency_ms": meta.get("est_total_ms"),
-                        "tasks": meta.get("n_tasks"), "tuned_tasks": meta.get("n_tuned_tasks"),
-                        "integrity": integ.describe()})
+            for vdir in sorted(p for p in cdir.iterdir() if p.is_dir()):
+                if _is_log_dir(vdir):
+                    out.append(_row(tdir.name, cdir.name, vdir))
+    if here:
+        _mark_used_here(out, root)
     return out
 
 
-# --------------------------------------------------------------------------- compile
+def _mark_used_here(rows: list[dict[str, Any]], root: Path) -> None:
+    from .targets import get_target
+    presets: dict[str, Any] = {}
+    for row in rows:
+        row.setdefault("used_here", None)
+        name = row["target"]
+        if name not in presets:
+            try:
+                presets[name] = get_target(name)
+            except TvmflowError:
+                presets[name] = None
+        preset = presets[name]
+        if preset is None or row["cpu"] is None:
+            continue
+        row["running_on"] = preset.cpu_key
+        try:
+            choice = select_set(preset, row["variant"], root)
+        except TvmflowError:
+            continue
+        if choice.path is not None and Path(choice.path) == Path(row["path"]):
+            row["used_here"] = choice.match
+
+
+# --------------------------------------------------------------------------- choosing a set
+
+
+def _triple_arch(target: dict[str, Any]) -> str:
+    arch = str(target.get("mtriple") or "x86_64").split("-")[0].lower()
+    return {"arm64": "aarch64", "amd64": "x86_64"}.get(arch, arch)
 
 
 def _target_mismatch(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    """Why records tuned for target ``got`` must not be applied to target ``want``.
+
+    The kind, the triple and the CUDA arch must agree.  The CPU (mcpu) may differ -- the
+    traces are replayed and the code generated for ``want``'s mcpu -- but not its
+    architecture: an mcpu of another architecture (``cortex-a72`` records in an x86 log) is
+    refused too.
+    """
     diffs = []
     for k in TARGET_KEYS:
         a, b = want.get(k), got.get(k)
@@ -274,52 +390,211 @@ def _target_mismatch(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
             continue
         if (a or None) != (b or None):
             diffs.append(f"{k} {b!r} (this target: {a!r})")
+    mcpu = got.get("mcpu")
+    if not diffs and mcpu and want.get("kind") == "llvm":
+        from .cpus import cpu_traits
+        arch, here = cpu_traits(str(mcpu)).arch, _triple_arch(want)
+        if arch and arch != here:
+            diffs.append(f"mcpu {mcpu!r} is an {arch} CPU (this target: {here})")
     return diffs
+
+
+@dataclass
+class SetChoice:
+    """Which set compile uses for a target + variant on this CPU."""
+
+    running_on: str                  # the target's CPU here (TargetPreset.cpu_key)
+    path: Path | None = None         # None: no usable set
+    cpu: str | None = None           # the CPU the set was tuned on
+    match: str | None = None         # "exact" | "nearest" | None
+    why: str = ""                    # how the two CPUs differ (nearest)
+    ranked: list[str] = field(default_factory=list)     # the candidates, nearest first
+    skipped: list[str] = field(default_factory=list)    # sets never used, and why
+    reason: str | None = None        # why there is none
+
+    @property
+    def note(self) -> str | None:
+        if self.match != "nearest":
+            return None
+        return f"tuned on {self.cpu}, running on {self.running_on}"
+
+
+def _set_meta(path: Path) -> dict[str, Any]:
+    try:
+        return read_meta(path)
+    except TvmflowError:
+        return {}
+
+
+def _candidates(preset, variant: str, root: Path | None, exclude: str | None):
+    """(ranked Candidates, {cpu: path}, skipped reasons) of the sets of other CPUs."""
+    from .cpus import Candidate, cpu_traits, cross_arch, isa_from_meta, rank
+    here = cpu_traits(preset.cpu_key, preset.cpu_isa)
+    cands, paths, skipped = [], {}, []
+    for cpu, path in cpu_sets(preset.name, variant, root):
+        if cpu == exclude:
+            continue
+        meta = _set_meta(path)
+        tuned_for = meta.get("target")
+        diffs = _target_mismatch(preset.target, tuned_for) if tuned_for else []
+        if diffs:
+            skipped.append(f"{cpu}: tuned for another target ({'; '.join(diffs)})")
+            continue
+        meta_cpu = meta.get("cpu") or (meta.get("detected") or {}).get("llvm_cpu")
+        c = Candidate(cpu, int(meta.get("trials") or 0),
+                      isa_from_meta(meta) if meta_cpu == cpu else None)
+        if cross_arch(here, cpu_traits(c.cpu, c.isa)):
+            skipped.append(f"{cpu}: another architecture ({cpu_traits(c.cpu, c.isa).arch}, this "
+                           f"target: {here.arch})")
+            continue
+        cands.append(c)
+        paths[cpu] = path
+    return rank(here, cands), paths, skipped
+
+
+def select_set(preset, variant: str, root: Path | None = None) -> SetChoice:
+    """The set of ``variant`` compile uses for ``preset`` on this CPU.
+
+    The set tuned on this CPU (``preset.cpu_key``) when there is one; otherwise, for CPU
+    targets, the nearest of the other CPUs' sets by :func:`tvmflow.cpus.rank` (same vector
+    ISA width, then same vendor/family, then closest generation, then most trials).  Sets
+    of another architecture or target kind/triple are never candidates; CUDA sets are not
+    carried across archs (a schedule's thread and shared-memory sizes are the arch's).
+    """
+    here = preset.cpu_key
+    sets = dict(cpu_sets(preset.name, variant, root))
+    own = schedule_dir(preset, variant, root)
+    choice = SetChoice(running_on=here)
+    if here in sets:
+        choice.path, choice.cpu, choice.match = sets[here], here, "exact"
+        return choice
+    if preset.is_cuda:
+        others = sorted(sets)
+        choice.reason = (f"no tuning log at {own}" + (
+            f" (sets for {', '.join(others)} exist; CUDA schedules are not carried across "
+            "archs)" if others else ""))
+        return choice
+    ranked, paths, choice.skipped = _candidates(preset, variant, root, exclude=here)
+    choice.ranked = [c.cpu for c in ranked]
+    if not ranked:
+        choice.reason = f"no tuning log at {own}"
+        if choice.skipped:
+            choice.reason += f" (not usable: {'; '.join(choice.skipped)})"
+        old = legacy_dir(preset.name, variant, root)
+        if old is not None:
+            choice.reason += (f"; the old-layout log {old} is ignored: move it to "
+                              f"{cpu_dir(preset, '<cpu>', root)}/{variant}/")
+        return choice
+    from .cpus import cpu_traits, why_near
+    best = ranked[0]
+    choice.path, choice.cpu, choice.match = paths[best.cpu], best.cpu, "nearest"
+    choice.why = why_near(cpu_traits(here, preset.cpu_isa), cpu_traits(best.cpu, best.isa))
+    return choice
+
+
+def _validate(path: Path, preset, variant: str) -> tuple[dict[str, Any], Integrity]:
+    """Refuse a corrupt log, or one tuned for another variant / target kind, triple, arch."""
+    where = f"tuning log {path}"
+    integ = check(path)
+    if not integ.ok:
+        raise TvmflowError(f"{where} is corrupt ({integ.describe()})",
+                           hint=f"run `tvmflow schedules --repair` or `tvmflow tune --target "
+                                f"{preset.name} --variant {variant}` (repairs it first)")
+    meta = read_meta(path)
+    if meta.get("variant") not in (None, variant):
+        raise TvmflowError(f"{where} was tuned for variant {meta['variant']!r}, not {variant!r}")
+    want = dict(preset.target)
+    hint = ("compile refuses records tuned for another architecture or GPU (they may crash "
+            "with an illegal instruction); retune with tvmflow tune")
+    if meta.get("target"):
+        diffs = _target_mismatch(want, meta["target"])
+        if diffs:
+            raise TvmflowError(f"{where} was tuned for another target: {'; '.join(diffs)}", hint=hint)
+    for rec_target in record_targets(path):
+        diffs = _target_mismatch(want, rec_target)
+        if diffs:
+            raise TvmflowError(f"{where} holds records tuned for another target: {'; '.join(diffs)}",
+                               hint=hint)
+    return meta, integ
+
+
+def database_info(target_preset, variant: str, root: Path | None = None) -> dict[str, Any]:
+    """What :func:`load_for_compile` would apply, without opening the database (no TVM).
+
+    ``info`` = ``{"path", "cpu", "running_on", "match"}`` and, when a set is used, ``"sha256",
+    "trials", "records", "mcpu", "target", "pipeline", "tvm_version", "est_latency_ms"`` --
+    plus, for the nearest set of another CPU, ``"note"`` ("tuned on emeraldrapids, running on
+    znver2") and ``"why"``; without one, ``"reason"``.  Raises TvmflowError as
+    :func:`load_for_compile` does.
+    """
+    choice = select_set(target_preset, variant, root)
+    info: dict[str, Any] = {"path": str(choice.path or schedule_dir(target_preset, variant, root)),
+                            "cpu": choice.cpu, "running_on": choice.running_on,
+                            "match": choice.match}
+    if choice.path is None:
+        info["reason"] = choice.reason
+        return info
+    meta, integ = _validate(choice.path, target_preset, variant)
+    want = dict(target_preset.target)
+    info.update(sha256=db_sha256(choice.path), trials=meta.get("trials", integ.records),
+                records=integ.records, mcpu=(meta.get("target") or want).get("mcpu"),
+                target=meta.get("target", want), pipeline=meta.get("pipeline"),
+                tvm_version=meta.get("tvm_version"), est_latency_ms=meta.get("est_total_ms"))
+    if choice.note:
+        info.update(note=choice.note, why=choice.why, candidates=choice.ranked)
+    return info
 
 
 def load_for_compile(target_preset, variant: str, root: Path | None = None):
     """The database to apply when compiling ``variant`` for ``target_preset``.
 
-    Returns ``(database | None, info)``: None (and ``info["reason"]``) when no log exists.
-    Raises TvmflowError for a corrupt log, or one tuned for another target, variant or mcpu
-    (records for another mcpu may use instructions this CPU lacks).
-    ``info`` = ``{"path", "sha256", "trials", "records", "mcpu", "target", "pipeline",
-    "tvm_version", "est_latency_ms"}``.
+    Returns ``(database | None, info)`` (see :func:`database_info`): None (and
+    ``info["reason"]``) when no usable log exists.  The log is the set tuned on this CPU,
+    else the nearest set of another CPU of the same architecture (``info["note"]`` says
+    so); its records' traces are replayed for this CPU's target.  Raises TvmflowError for a
+    corrupt log, or one tuned for another target kind / triple / CUDA arch or variant.
     """
-    log_dir = schedule_dir(target_preset.name, variant, root)
-    info: dict[str, Any] = {"path": str(log_dir)}
-    if not (log_dir / DB_RECORDS).exists():
-        info["reason"] = f"no tuning log at {log_dir}"
+    info = database_info(target_preset, variant, root)
+    if not info.get("sha256"):
         return None, info
-    where = f"tuning log {log_dir}"
-    integ = check(log_dir)
-    if not integ.ok:
-        raise TvmflowError(f"{where} is corrupt ({integ.describe()})",
-                           hint=f"run `tvmflow schedules --repair` or `tvmflow tune --target "
-                                f"{target_preset.name} --variant {variant}` (repairs it first)")
-    meta = read_meta(log_dir)
-    if meta.get("variant") not in (None, variant):
-        raise TvmflowError(f"{where} was tuned for variant {meta['variant']!r}, not {variant!r}")
-    want = dict(target_preset.target)
-    if meta.get("target"):
-        diffs = _target_mismatch(want, meta["target"])
-        if diffs:
-            raise TvmflowError(f"{where} was tuned for another target: {'; '.join(diffs)}",
-                               hint="compile refuses records tuned for another CPU/GPU (they may "
-                                    "crash with an illegal instruction); retune with tvmflow tune")
-    for rec_target in record_targets(log_dir):
-        diffs = _target_mismatch(want, rec_target)
-        if diffs:
-            raise TvmflowError(f"{where} holds records tuned for another target: {'; '.join(diffs)}",
-                               hint="compile refuses records tuned for another CPU/GPU (they may "
-                                    "crash with an illegal instruction); retune with tvmflow tune")
     from .adapter.tune import open_database
-    db = open_database(str(log_dir), allow_missing=False)
-    info.update(sha256=db_sha256(log_dir), trials=meta.get("trials", integ.records),
-                records=integ.records, mcpu=(meta.get("target") or want).get("mcpu"),
-                target=meta.get("target", want), pipeline=meta.get("pipeline"),
-                tvm_version=meta.get("tvm_version"), est_latency_ms=meta.get("est_total_ms"))
-    return db, info
+    return open_database(info["path"], allow_missing=False), info
+
+
+def adapt_source(target_preset, variant: str, source: str | bool = True,
+                 root: Path | None = None) -> tuple[Path, str, dict[str, Any]]:
+    """The set ``tvmflow tune --adapt`` re-measures: ``(log dir, its cpu, its meta)``.
+
+    ``source``: True for the nearest set of another CPU (as compile would choose it), or a
+    CPU name.  Refuses a corrupt set, one of another variant / target kind / triple, the
+    target's own set (there is nothing to adapt), and CUDA targets (sets are per arch).
+    """
+    here = target_preset.cpu_key
+    if target_preset.is_cuda:
+        raise TvmflowError(f"--adapt is for CPU targets; {target_preset.name} is CUDA ({here}), "
+                           "whose schedules are per arch (thread and shared-memory sizes)",
+                           hint=f"tune {target_preset.name} without --adapt")
+    sets = dict(cpu_sets(target_preset.name, variant, root))
+    others = sorted(c for c in sets if c != here)
+    listed = f"sets of {variant} for {target_preset.name}: {', '.join(sorted(sets)) or 'none'}"
+    if isinstance(source, str) and source not in ("", "nearest"):
+        if source == here:
+            raise TvmflowError(f"--adapt {source}: that is this CPU's own set; nothing to adapt",
+                               hint=f"name another CPU ({listed})")
+        if source not in sets:
+            raise TvmflowError(f"--adapt {source}: no set of {variant} tuned on {source} under "
+                               f"{cpu_dir(target_preset, source, root).parent}", hint=listed)
+        cpu = source
+    else:
+        ranked, _paths, skipped = _candidates(target_preset, variant, root, exclude=here)
+        if not ranked:
+            why = f" (not usable: {'; '.join(skipped)})" if skipped else ""
+            raise TvmflowError(f"--adapt: no set of {variant} tuned on another CPU for "
+                               f"{target_preset.name}{why}", hint=listed if others else None)
+        cpu = ranked[0].cpu
+    path = sets[cpu]
+    meta, _ = _validate(path, target_preset, variant)
+    return path, cpu, meta
 
 
 def now_iso() -> str:
@@ -328,23 +603,33 @@ def now_iso() -> str:
 
 def list_schedules_report(repair: bool = False, as_json: bool = False,
                           root: Path | None = None) -> list[dict[str, Any]]:
-    """``tvmflow schedules``: optionally repair every log, then list (table unless as_json)."""
+    """``tvmflow schedules``: optionally repair every log, then list (table unless as_json).
+
+    The rows say which CPU each set was tuned on and which set compile uses here.
+    """
     if repair:
         for row in list_schedules(root):
             before = repair_fn(Path(row["path"]))
             if not before.ok and not as_json:
                 from .ui import console
                 console.print(f"repaired {row['path']}: dropped {before.describe()}")
-    rows = list_schedules(root)
+    rows = list_schedules(root, here=True)
     if not as_json:
         from .ui import print_table
+
+        def used(r):
+            if r.get("used_here") == "exact":
+                return "yes"
+            if r.get("used_here") == "nearest":
+                return f"nearest for {r.get('running_on')}"
+            return "-"
         print_table(f"tuning logs in {root or schedules_root()}",
-                    ["target", "variant", "trials", "records", "tasks tuned", "est. ms", "mcpu",
-                     "updated", "integrity"],
-                    [[r["target"], r["variant"], r["trials"], r["records"],
+                    ["target", "cpu", "variant", "trials", "records", "tasks tuned", "est. ms",
+                     "used here", "updated", "integrity"],
+                    [[r["target"], r["cpu"] or "-", r["variant"], r["trials"], r["records"],
                       f"{r['tuned_tasks'] or 0}/{r['tasks'] or '?'}",
                       "-" if r["est_latency_ms"] is None else f"{r['est_latency_ms']:.3f}",
-                      r["mcpu"] or "-", r["updated"] or "-", r["integrity"]] for r in rows])
+                      used(r), r["updated"] or "-", r["integrity"]] for r in rows])
     return rows
 
 

@@ -123,18 +123,30 @@ def _reachable(route: Route, timeout: float) -> None:
 
 @contextlib.contextmanager
 def open_session(route: Route, *, device_kind: str = "cpu", timeout: float = DEFAULT_TIMEOUT,
-                 log_dir=None) -> Iterator:
-    """A RuntimeSession for ``route``; servers started here are stopped on exit."""
+                 log_dir=None, threads: int | None = None) -> Iterator:
+    """A RuntimeSession for ``route``; servers started here are stopped on exit.
+
+    ``threads``: TVM's thread count where tvmflow decides it -- this process (``local``, set
+    while the session is open) and the server started for ``local-rpc``.  Servers and boards
+    started by others keep their TVM_NUM_THREADS (``RuntimeSession.use_threads`` sets the
+    count as far as that allows).
+    """
     from .adapter import rpc
     from .adapter import runtime
     if route.mode == "local":
-        yield runtime.local_session(device_kind)
+        if threads is None:
+            yield runtime.local_session(device_kind)
+            return
+        from .threads import scoped
+        with scoped(threads):
+            yield runtime.local_session(device_kind)
         return
     if route.mode == "local-rpc":
         if device_kind != "cpu":
             raise TvmflowError("a local RPC server runs host CPU modules only",
                                hint="use --rpc/--tracker for a GPU board, or --via local")
-        with rpc.local_rpc(1, key="tvmflow-local", log_dir=log_dir, timeout=max(timeout, 60)) as c:
+        with rpc.local_rpc(1, key="tvmflow-local", log_dir=log_dir, timeout=max(timeout, 60),
+                           threads=threads) as c:
             remote = rpc.request(c.tracker_host, c.tracker_port, c.key, timeout)
             sess = runtime.remote_session(remote, "local-rpc", c.servers[0].address, c.key,
                                           device_kind)

@@ -286,7 +286,8 @@ class SweepResult:
                     rows=[r.to_json() for r in self.rows])
 
 
-def _tune(spec: VariantSpec, preset, trials: int, on_step, per_round: int | None = None) -> None:
+def _tune(spec: VariantSpec, preset, trials: int, on_step, per_round: int | None = None,
+          threads: int | None = None) -> None:
     """Tune one variant with the team's tuner (``tvmflow.tune.tune``), reusing existing logs."""
     try:
         from .tune import tune
@@ -296,6 +297,8 @@ def _tune(spec: VariantSpec, preset, trials: int, on_step, per_round: int | None
     if on_step:
         on_step(f"tuning {spec.name} ({trials} trials)")
     kw = {"per_round": per_round} if per_round else {}
+    if threads is not None:
+        kw["threads"] = threads
     tune(spec.name, preset.name, trials=trials, **kw)
 
 
@@ -303,11 +306,12 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
           trials: int | None = None, rounds: int = 20, repeat: int = 10, seed: int = 0,
           base: str | None = None, name: str | None = None, models_dir: str | Path | None = None,
           out_dir: str | Path | None = None, plot: bool = True, route: dict | None = None,
-          per_layer: bool = False, per_round: int | None = None, on_step: Callable[[str], None] | None = None) -> SweepResult:
+          per_layer: bool = False, per_round: int | None = None, threads: int | None = None,
+          on_step: Callable[[str], None] | None = None) -> SweepResult:
     """The alignment sweep (see the module doc).
 
-    ``trials``: None uses the tuned schedules that exist (``schedules/<target>/<variant>/``)
-    and TVM's defaults elsewhere; 0 uses TVM's default schedules for all; N > 0 tunes each
+    ``trials``: None uses the tuned schedules that exist (``schedules/<target>/<cpu>/<variant>/``:
+    this CPU's set, else the nearest CPU's) and TVM's defaults elsewhere; 0 uses TVM's default schedules for all; N > 0 tunes each
     variant with N trials first (the tuner reuses logs it already has; ``per_round``: its
     candidates per round -- with 13 tasks a round of 16 reaches every task within ~208 trials).  ``rounds``: timing
     rounds; each round takes ``repeat`` single-run samples (``time_evaluator`` with
@@ -316,11 +320,16 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     tree the modules are the compiled ``.so`` files and the timing is :func:`tvmflow.bench.run`
     (``compare`` mode: interleaved rounds, output checked against PyTorch), on this machine
     or, through ``route`` (``via``/``rpc``/``tracker``/``key`` as for ``bench``), on a board.
+    ``threads``: TVM's thread count for tuning, timing and profiling (default
+    ``TVM_NUM_THREADS``, else the target's ``num-cores``); the measured count is in
+    ``machine["threads"]``.
     """
     from .profile import _machine, _preset
     from .stats import Latency
     t0 = time.monotonic()
     preset = _preset(target)
+    from .threads import resolve
+    threads = resolve(preset, threads)
     if trials is not None and trials < 0:
         raise TvmflowError(f"--trials must be 0 or more, got {trials}")
     if rounds < 1 or repeat < 1 or rounds * repeat < 3:
@@ -330,11 +339,12 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     _put_on_model_path(plan.models_dir)
     if trials:
         for v in plan.unique():
-            _tune(v.spec, preset, trials, on_step, per_round)
+            _tune(v.spec, preset, trials, on_step, per_round, threads)
     out = Path(out_dir) if out_dir else Path("reports") / f"sweep-{preset.name}-{plan.source.name}"
-    samples, schedules = _measure_bench(plan, preset, rounds=rounds, repeat=repeat, seed=seed,
-                                        route=route or {}, tuned=trials != 0,
-                                        module_dir=out / "modules", on_step=on_step)
+    samples, schedules, measured = _measure_bench(plan, preset, rounds=rounds, repeat=repeat,
+                                                  seed=seed, route=route or {}, tuned=trials != 0,
+                                                  module_dir=out / "modules", threads=threads,
+                                                  on_step=on_step)
     rows = []
     for v in plan.variants:
         lat = Latency.from_samples(samples[v.name])
@@ -342,7 +352,8 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
         rows.append(SweepRow(v.align, v.name, list(v.channels), v.spec.macs, v.spec.params,
                              lat.p50, lo, hi, samples[v.name], schedules[v.name], v.reused))
     result = SweepResult(plan.source.name, plan.base.name, preset.name, rows, rounds * repeat,
-                         trials, 0.0, _machine(preset))
+                         trials, 0.0, dict(_machine(preset), threads=measured,
+                                           threads_requested=threads))
     out.mkdir(parents=True, exist_ok=True)
     result.files["csv"] = str(write_csv(result, out / "sweep.csv"))
     if plot:
@@ -352,7 +363,8 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
         names = [v.name for v in plan.unique()]
         if len(names) > 1 and not preset.is_cross:
             result.per_layer = compare_profiles(names, preset, rounds=max(3, min(rounds, 20)),
-                                                seed=seed, tuned=trials != 0, on_step=on_step)
+                                                seed=seed, tuned=trials != 0, threads=threads,
+                                                on_step=on_step)
             result.files["per_layer"] = str(write_json(result.per_layer, out / "per_layer.json"))
             (out / "per_layer.md").write_text(result.per_layer.markdown())
     result.elapsed_s = time.monotonic() - t0
@@ -372,8 +384,11 @@ def _put_on_model_path(directory: Path) -> None:
 
 
 def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: int, route: dict,
-                   tuned: bool, module_dir: Path, on_step) -> tuple[dict[str, list[float]], dict[str, str]]:
+                   tuned: bool, module_dir: Path, on_step, threads: int | None = None
+                   ) -> tuple[dict[str, list[float]], dict[str, str], Any]:
     """Compile each variant and time them all with bench's interleaved ``compare`` rounds.
+
+    Returns the samples and schedules per variant and TVM's measured thread count.
 
     ``tuned``: the compiled module of the artifacts cache (tvmflow compile's, with the tuned
     schedules where they exist; recompiled when stale); otherwise a module with TVM's default
@@ -400,13 +415,14 @@ def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: i
             modules.append(module_from_package(v.name, pkg, compiled_now=True))
     opts = BenchOptions(rounds=rounds, min_repeats=rounds * repeat, min_time=0.0,
                         warmup=min(20, repeat), baselines=False, check=True)
-    report = run(preset.name, modules, r, command="compare", options=opts, say=say)
+    report = run(preset.name, modules, r, command="compare", options=opts, threads=threads,
+                 say=say)
     samples, schedules = {}, {}
     for m in modules:
         res = report.result(m.variant)
         samples[m.variant] = [1e3 * float(t) for t in res.latency["tvm"].samples]
         schedules[m.variant] = _schedules_text(m)
-    return samples, schedules
+    return samples, schedules, report.threads.get("tvm")
 
 
 def _schedules_text(module) -> str:

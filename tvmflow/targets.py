@@ -3,7 +3,9 @@
 A preset names the TVM target (a JSON dict in TVM 0.27), the host target, the cross compiler
 (and the apt package that provides it), the default RPC key and the device kind.  ``"auto"``
 values in the host preset are detected when it is loaded, and what was detected is kept in
-``TargetPreset.detected``.
+``TargetPreset.detected``: the host preset generates code for the exact CPU it runs on (LLVM's
+name for it, e.g. ``znver2`` or ``emeraldrapids``).  ``TargetPreset.cpu_key`` names the CPU a
+target's tuning logs are kept under (``schedules/<target>/<cpu_key>/<variant>/``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ REQUIRED = ("name", "description", "device", "rpc_key", "target")
 OPTIONAL = ("host", "cross_compiler", "cross_package", "arch_env", "emulated")
 DEVICES = ("cpu", "cuda")
 AVX512 = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
-PORTABLE_AVX512_MCPU = "x86-64-v4"
+GENERIC_CPU = "generic"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,21 @@ class TargetPreset:
         return self.target.get("arch")
 
     @property
+    def cpu_key(self) -> str:
+        """The CPU this target's tuning logs are kept under: its LLVM ``mcpu`` (for the host
+        preset the detected CPU, resolved once when the preset is loaded), the SM arch for
+        CUDA targets, ``generic`` for an llvm target without an mcpu."""
+        if self.is_cuda:
+            return str(self.arch or "cuda")
+        return str(self.target.get("mcpu") or GENERIC_CPU)
+
+    @property
+    def cpu_isa(self) -> str | None:
+        """The ISA class of the CPU the code runs on, as detected (host), else from the table."""
+        from .cpus import cpu_traits
+        return self.detected.get("isa") or cpu_traits(self.cpu_key).isa
+
+    @property
     def cpu_triple(self) -> str:
         """The triple code for the CPU side runs under (target itself, or its host)."""
         cpu = self.host if self.is_cuda else self.target
@@ -65,7 +82,8 @@ class TargetPreset:
         return dict(name=self.name, description=self.description, device=self.device,
                     rpc_key=self.rpc_key, target=self.target, host=self.host,
                     cross_compiler=self.cross_compiler, cross_package=self.cross_package,
-                    emulated=self.emulated, detected=self.detected, source=self.source)
+                    emulated=self.emulated, detected=self.detected, cpu_key=self.cpu_key,
+                    source=self.source)
 
 
 def _cpu_flags() -> set[str]:
@@ -103,11 +121,14 @@ def _detect(target: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     target = dict(target)
     detected: dict[str, Any] = {}
     if target.get("mcpu") == "auto":
+        # code for the exact CPU it runs on; tuning logs from other CPUs still apply (their
+        # schedule traces are re-applied for this CPU's target: tvmflow.schedules)
+        from .cpus import isa_from_flags
         cpu = system_cpu()
         flags = _cpu_flags()
         detected.update(cpu_model=_cpu_model(), llvm_cpu=cpu,
-                        avx512=all(f in flags for f in AVX512))
-        target["mcpu"] = PORTABLE_AVX512_MCPU if detected["avx512"] else cpu
+                        avx512=all(f in flags for f in AVX512), isa=isa_from_flags(flags))
+        target["mcpu"] = cpu
         detected["mcpu"] = target["mcpu"]
     if target.get("num-cores") == "auto":
         target["num-cores"] = host_cores()

@@ -1,4 +1,7 @@
-"""``tvmflow tune``: MetaSchedule (XGBoost cost model) into ``schedules/<target>/<variant>/``.
+"""``tvmflow tune``: MetaSchedule (XGBoost cost model) into ``schedules/<target>/<cpu>/<variant>/``.
+
+The log is the set of the CPU the tune runs on (``<cpu>``: the preset's ``cpu_key``, the
+detected CPU for ``host``; recorded in meta.json as ``cpu``).
 
 ``tune(variant, target, trials=...)`` imports the variant, runs the shared pipeline's
 :func:`~tvmflow.adapter.pipeline.prepare`, extracts the tasks and tunes them with tvmflow's
@@ -11,6 +14,14 @@ fast builder (:mod:`tvmflow.adapter.tune`) into the log directory's JSON databas
 * One tune per log directory at a time (filelock); a second one is refused with a message.
 * Runs measure locally, or on a board through an RPC tracker (``tracker="host:port"``,
   ``key``); for a cross target each candidate is linked into a ``.so`` by the cross compiler.
+* ``adapt=True`` (or a CPU name: ``adapt="emeraldrapids"``) first re-measures the best
+  ``adapt_top_k`` records per task of another CPU's set (the nearest one, or the named one)
+  on this CPU and commits them, with their new run times and this CPU's target, to this
+  CPU's log (:mod:`tvmflow.adapter.adapt`); the search then warm-starts from them
+  (MetaSchedule's evolutionary search seeds its population with the database's best records
+  of each task) and the scheduler treats the adapted tasks as tuned for one round, so the
+  budget goes on where it pays.  Re-measurements are not search trials: they are not counted
+  in ``trials``; meta.json lists them under ``adapted_from``.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from .errors import TvmflowError
 DEFAULT_SEED = 0
 DEFAULT_PER_ROUND = 32
 KEEP_BEST = 3
+ADAPT_TOP_K = 3
 
 
 @dataclass
@@ -57,6 +69,8 @@ class TuneResult:
     tasks: list[TaskResult] = field(default_factory=list)
     interrupted: bool = False
     skipped: bool = False
+    adapted: dict[str, Any] | None = None   # what --adapt re-measured (see _adapt)
+    threads: dict[str, Any] = field(default_factory=dict)  # {"requested": N, "tvm": measured}
 
     @property
     def est_total_ms(self) -> float | None:
@@ -72,7 +86,7 @@ class TuneResult:
                     trials_before=self.trials_before, trials_run=self.trials_run,
                     trials_total=self.trials_total, valid=self.valid, wall_s=self.wall_s,
                     est_total_ms=self.est_total_ms, interrupted=self.interrupted,
-                    skipped=self.skipped,
+                    skipped=self.skipped, adapted=self.adapted, threads=self.threads,
                     tasks=[dict(name=t.name, weight=t.weight, trials=t.trials, best_ms=t.best_ms)
                            for t in self.tasks])
 
@@ -103,6 +117,18 @@ def boards_under_key(host: str, port: int, key: str, cap: int = 8) -> int:
     return max(1, min(cap, n))
 
 
+def _board_threads(rpc: tuple[str, int, str], threads: int) -> int | None:
+    """TVM's thread count on a board under the key once set to ``threads`` as the runner's
+    sessions set it (None when no board answers in time)."""
+    from .adapter import rpc as ad_rpc
+    from .adapter.runtime import remote_session
+    try:
+        remote = ad_rpc.request(*rpc, timeout=30)
+        return remote_session(remote, "tracker", f"{rpc[0]}:{rpc[1]}", rpc[2]).use_threads(threads)
+    except TvmflowError:
+        return None
+
+
 def _check_runnable(preset, rpc) -> None:
     if rpc is not None:
         return
@@ -123,15 +149,30 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
          seed: int = DEFAULT_SEED, fresh: bool = False, tracker: str | None = None,
          key: str | None = None, root: Path | None = None, workers: int | None = None,
          options=None, keep_best: int | None = None, frontend: str = "torch",
+         adapt: bool | str | None = None, adapt_top_k: int = ADAPT_TOP_K,
+         on_adapt: Callable[[dict[str, Any]], None] | None = None,
          rpc_workers: int | None = None, on_batch: Callable[[dict[str, Any]], None] | None = None,
-         on_start: Callable[[dict[str, Any]], None] | None = None) -> TuneResult:
-    """Tune one variant for one target preset; returns a :class:`TuneResult`."""
+         on_start: Callable[[dict[str, Any]], None] | None = None,
+         threads: int | None = None) -> TuneResult:
+    """Tune one variant for one target preset; returns a :class:`TuneResult`.
+
+    ``threads``: TVM's thread count in the runner that measures the candidates (default
+    ``TVM_NUM_THREADS``, else the target's ``num-cores``; on a board each session sets it, up
+    to what the board's TVM_NUM_THREADS allows); the count measured where the candidates run
+    is recorded in ``meta.json`` (``threads``).
+
+    ``adapt``: True (the nearest other CPU's set) or a CPU name: re-measure that set's best
+    ``adapt_top_k`` records per task here first (see the module doc); ``on_adapt`` receives
+    the summary (``TuneResult.adapted``).
+    """
     from .targets import get_target, host_cores
     if trials < 1:
         raise TvmflowError(f"--trials must be at least 1, got {trials}")
     if per_round < 1:
         raise TvmflowError(f"--per-round must be at least 1, got {per_round}")
     preset = get_target(target)
+    from .threads import resolve as resolve_threads
+    threads = resolve_threads(preset, threads)
     rpc = resolve_tracker(tracker, key)
     _check_runnable(preset, rpc)
     if rpc_workers is not None and rpc_workers < 1:
@@ -140,14 +181,20 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
         rpc_workers = boards_under_key(*rpc)
     from .registry import get_spec
     spec = get_spec(variant)
-    log_dir = schedules.schedule_dir(preset.name, spec.name, root)
+    log_dir = schedules.schedule_dir(preset, spec.name, root)
+    source = None
+    if adapt:
+        if adapt_top_k < 1:
+            raise TvmflowError(f"adapt_top_k must be at least 1, got {adapt_top_k}")
+        source = schedules.adapt_source(preset, spec.name, adapt, root)
     lk = schedules.lock(log_dir)
     try:
         return _tune_locked(spec, preset, log_dir, trials=trials, trials_per_task=trials_per_task,
                             per_round=per_round, seed=seed, fresh=fresh, rpc=rpc,
                             workers=workers or min(2, host_cores()) or 1, options=options,
                             keep_best=keep_best, frontend=frontend, on_batch=on_batch,
-                            on_start=on_start, rpc_workers=rpc_workers or 1)
+                            adapt=source, adapt_top_k=adapt_top_k, on_adapt=on_adapt,
+                            on_start=on_start, rpc_workers=rpc_workers or 1, threads=threads)
     finally:
         lk.release()
 
@@ -160,7 +207,8 @@ def _clear(log_dir: Path) -> None:
 
 def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_round, seed, fresh,
                  rpc, workers, options, keep_best, frontend, on_batch, on_start,
-                 rpc_workers: int = 1) -> TuneResult:
+                 adapt=None, adapt_top_k: int = ADAPT_TOP_K, on_adapt=None,
+                 rpc_workers: int = 1, threads: int | None = None) -> TuneResult:
     from .adapter import pipeline
     from .adapter import tune as ad
     from .frontend import import_model
@@ -174,10 +222,18 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
             raise TvmflowError(f"{log_dir} holds records for another target "
                                f"({meta['target']}); this target is {preset.target}",
                                hint="pass --fresh to start over")
+        if options is not None:  # the NCHWc block as tuned, from the target
+            options = options.resolved(preset.tvm_target())
         if meta.get("pipeline") and options is not None and meta["pipeline"] != options.to_json():
             raise TvmflowError(f"{log_dir} was tuned with pipeline {meta['pipeline']}, not "
                                f"{options.to_json()}", hint="pass --fresh to start over")
-    opts = options or pipeline.PipelineOptions.from_json(meta.get("pipeline"))
+    if adapt is not None and options is None and not meta.get("pipeline"):
+        # a new log adapted from another CPU's set: its workloads come from that set's pipeline
+        options = pipeline.PipelineOptions.from_json(adapt[2].get("pipeline"))
+    if options is None:  # the log's pipeline, or the target's default for a new log
+        options = (pipeline.PipelineOptions.from_json(meta["pipeline"]) if meta.get("pipeline")
+                   else pipeline.default_options(preset.tvm_target()))
+    opts = options.resolved(preset.tvm_target())
     done = max(int(meta.get("trials", 0)), 0)
     if not meta:
         done = schedules.record_count(log_dir)
@@ -193,7 +249,7 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
     remaining = trials - done
     wall_before = float(meta.get("wall_s", 0.0))
     meta.update(target=dict(preset.target), target_name=preset.name, variant=spec.name,
-                tvm_version=ad.tvm_version(), mcpu=preset.target.get("mcpu"),
+                tvm_version=ad.tvm_version(), mcpu=preset.target.get("mcpu"), cpu=preset.cpu_key,
                 pipeline=opts.to_json(), seed=seed, per_round=per_round,
                 n_tasks=len(tasks), tasks=names, weights=weights, frontend=frontend,
                 measured_on=(f"rpc {rpc[0]}:{rpc[1]} key {rpc[2]} ({rpc_workers} runner "
@@ -204,12 +260,12 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
     if repaired is not None and not repaired.ok:
         meta["repaired"] = meta.get("repaired", []) + [f"{schedules.now_iso()}: {repaired.describe()}"]
 
-    records_at_start = schedules.record_count(log_dir)
+    records_at_start = {"n": schedules.record_count(log_dir)}
 
     def finish(interrupted: bool, wall: float):
         # the database is the ground truth for what was kept: a batch committed by
         # MetaSchedule but interrupted before our callback saw it still counts
-        committed = schedules.record_count(log_dir) - records_at_start
+        committed = schedules.record_count(log_dir) - records_at_start["n"]
         result.trials_total = max(result.trials_total, result.trials_before + committed)
         meta["trials"] = result.trials_total
         meta["wall_s"] = round(wall_before + wall, 1)
@@ -226,14 +282,21 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
         result.tasks = [TaskResult(n, weights[n], n_trials_task.get(n, 0), best_ms.get(n))
                         for n in names]
 
-    if remaining <= 0:
+    if adapt is not None:
+        sha = schedules.db_sha256(adapt[0])
+        if any(a.get("sha256") == sha and not a.get("interrupted")
+               for a in meta.get("adapted_from") or []):
+            result.adapted = {"cpu": adapt[1], "path": str(adapt[0]), "records": 0,
+                              "skipped": "already adapted from these records"}
+            if on_adapt:
+                on_adapt(dict(result.adapted, log_dir=str(log_dir)))
+            adapt = None
+
+    if remaining <= 0 and adapt is None:
         result.skipped = True
         finish(False, 0.0)
         return result
 
-    if on_start:
-        on_start({"tasks": names, "budget": trials, "done": done, "remaining": remaining,
-                  "log_dir": str(log_dir), "best_ms": dict(best_ms), "weights": weights})
     t0 = time.time()
 
     sigint = {"hit": False}
@@ -257,14 +320,15 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
         if sigint["hit"]:          # Ctrl-C during the batch: it is committed and counted
             raise KeyboardInterrupt
 
-    # what the log already holds per task: the scheduler resumes instead of starting over
-    prior = {i: ((best_ms[n] / 1e3) if best_ms.get(n) else None, int(n_trials_task.get(n, 0)))
-             for i, n in enumerate(names) if n_trials_task.get(n)}
     cross = preset.cross_compiler if preset.is_cross else None
     builder = ad.make_builder(max_workers=workers, timeout_sec=60.0,
                               export="so" if rpc else "tar", cross_compiler=cross)
-    runner = (ad.make_rpc_runner(*rpc, max_workers=rpc_workers) if rpc
-              else ad.make_local_runner())
+    runner = (ad.make_rpc_runner(*rpc, max_workers=rpc_workers, threads=threads) if rpc
+              else ad.make_local_runner(threads=threads))
+    # TVM's thread count where candidates are timed, asked there (runner worker or a board)
+    meta["threads"] = result.threads = {
+        "requested": threads,
+        "tvm": _board_threads(rpc, threads) if rpc else ad.runner_threads(runner)}
     interrupted = False
     # Ctrl-C may surface from inside TVM as a plain RuntimeError (its C++ loops check for
     # signals); remember that it happened so it is reported as an interrupt, not a crash
@@ -282,9 +346,37 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
                               "(Ctrl-C again to stop now)", highlight=False)
         prev_handler = signal.signal(signal.SIGINT, _on_sigint)
     try:
-        ad.run_tuning(tasks, str(log_dir), trials=remaining, trials_per_task=trials_per_task,
-                      per_round=per_round, seed=seed, builder=builder, runner=runner,
-                      on_batch=batch, prior=prior)
+        if adapt is not None:
+            def adapt_stop(_entry):
+                if sigint["hit"]:           # Ctrl-C: stop after the task being re-measured
+                    raise KeyboardInterrupt
+            try:
+                result.adapted = _adapt(tasks, adapt, log_dir, tgt, preset, builder=builder,
+                                        runner=runner, top_k=adapt_top_k, best_ms=best_ms,
+                                        meta=meta, on_task=adapt_stop)
+            finally:
+                records_at_start["n"] = schedules.record_count(log_dir)  # not search trials
+            finish(False, time.time() - t0)
+            if on_adapt:
+                on_adapt(dict(result.adapted, log_dir=str(log_dir)))
+        # what the log already holds per task (trials, and records adapted from another
+        # CPU): the scheduler resumes instead of starting over
+        adapted_n: dict[str, int] = {}
+        for a in meta.get("adapted_from") or []:
+            for n, k in (a.get("task_records") or {}).items():
+                adapted_n[n] = adapted_n.get(n, 0) + int(k)
+        prior = {i: ((best_ms[n] / 1e3) if best_ms.get(n) else None,
+                     int(n_trials_task.get(n, 0)) + adapted_n.get(n, 0))
+                 for i, n in enumerate(names) if n_trials_task.get(n) or adapted_n.get(n)}
+        if remaining <= 0:
+            result.skipped = True
+        else:
+            if on_start:
+                on_start({"tasks": names, "budget": trials, "done": done, "remaining": remaining,
+                          "log_dir": str(log_dir), "best_ms": dict(best_ms), "weights": weights})
+            ad.run_tuning(tasks, str(log_dir), trials=remaining, trials_per_task=trials_per_task,
+                          per_round=per_round, seed=seed, builder=builder, runner=runner,
+                          on_batch=batch, prior=prior)
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -306,6 +398,84 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
         schedules.compact(log_dir, keep_best)
         finish(False, result.wall_s)
     return result
+
+
+def _adapt(tasks, source, log_dir: Path, tgt, preset, *, builder, runner, top_k: int,
+           best_ms: dict[str, float], meta: dict[str, Any], on_task=None) -> dict[str, Any]:
+    """Re-measure ``source``'s best records here (see the module doc); update ``best_ms`` and
+    ``meta["adapted_from"]`` (also when interrupted: what was committed is recorded, marked
+    ``interrupted``, and a rerun adapts again); returns the summary."""
+    from .adapter.adapt import remeasure
+    src_dir, src_cpu, src_meta = source
+    names = [t.task_name for t in tasks]
+    weights = {t.task_name: int(t.weight) for t in tasks}
+    known = [n for n in names if best_ms.get(n)]
+    est_log_before = sum(best_ms[n] * weights[n] for n in known) if known else None
+    entries: list[dict[str, Any]] = []
+    done = False
+    try:
+        remeasure(tasks, str(src_dir), str(log_dir), tgt, builder=builder, runner=runner,
+                  top_k=top_k, on_task=on_task, out=entries)
+        done = True
+    finally:
+        info = _adapt_summary(entries, source, preset, names, weights, top_k, best_ms,
+                              est_log_before)
+        if not done:
+            info["interrupted"] = True
+        meta.setdefault("adapted_from", []).append(info)
+    return info
+
+
+def _adapt_summary(entries, source, preset, names, weights, top_k, best_ms,
+                   est_log_before) -> dict[str, Any]:
+    src_dir, src_cpu, src_meta = source
+    task_records: dict[str, int] = {}
+    est_there = est_here = 0.0
+    errors: list[str] = []
+    for e in entries:
+        errors += e["errors"]
+        here = [m for m in e["measured_s"] if m is not None]
+        if not here:
+            continue
+        there = [s for s in e["source_s"] if s is not None]
+        name = e["task_name"]
+        task_records[name] = e["committed"]
+        est_here += e["weight"] * min(here) * 1e3
+        est_there += e["weight"] * (min(there) if there else min(here)) * 1e3
+        if min(here) * 1e3 < best_ms.get(name, float("inf")):
+            best_ms[name] = min(here) * 1e3
+    known = [n for n in names if best_ms.get(n)]
+    info = {"cpu": src_cpu, "path": str(src_dir), "sha256": schedules.db_sha256(src_dir),
+            "running_on": preset.cpu_key, "top_k": top_k,
+            "records": sum(task_records.values()),
+            "failed": sum(e["failed"] for e in entries), "errors": errors[:5],
+            "tasks": len(task_records), "n_tasks": len(names),
+            "source_trials": src_meta.get("trials"),
+            "est_source_ms": round(est_there, 4) if task_records else None,
+            "est_here_ms": round(est_here, 4) if task_records else None,
+            "est_log_before_ms": None if est_log_before is None else round(est_log_before, 4),
+            "est_log_after_ms": (round(sum(best_ms[n] * weights[n] for n in known), 4)
+                                 if known else None),
+            "task_records": task_records, "when": schedules.now_iso()}
+    return info
+
+
+def adapt_message(info: dict[str, Any]) -> str:
+    """The terminal lines for what ``--adapt`` did."""
+    if info.get("skipped"):
+        return f"adapt: {info['cpu']} set {info['path']}: {info['skipped']}; nothing re-measured"
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.3f} ms"
+    lines = [f"adapted {info['records']} records of {info['cpu']} ({info['path']}), the best "
+             f"{info['top_k']} per task, re-measured on {info['running_on']}: {info['tasks']}/"
+             f"{info['n_tasks']} tasks"
+             + (f", {info['failed']} records failed here" if info.get("failed") else ""),
+             f"  est. total of those tasks: {fmt(info['est_source_ms'])} as measured on "
+             f"{info['cpu']} -> {fmt(info['est_here_ms'])} re-measured on {info['running_on']}",
+             f"  est. total of this log: before {fmt(info['est_log_before_ms'])} -> after "
+             f"{fmt(info['est_log_after_ms'])}"]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- terminal
@@ -353,7 +523,10 @@ def tune_variants(variants: list[str], target: str, *, quiet: bool = False, **kw
         bar = None if quiet else TuneProgress()
         try:
             res = tune(v, target, on_start=(bar and (lambda info, v=v: bar.start(info, f"{target}/{v}"))),
-                       on_batch=(bar and bar.batch), **kw)
+                       on_batch=(bar and bar.batch),
+                       on_adapt=(None if quiet else
+                                 lambda info: console.print(adapt_message(info), highlight=False)),
+                       **kw)
         except KeyboardInterrupt:
             d = schedules.schedule_dir(target, v, kw.get("root"))
             from .ui import err_console
@@ -381,4 +554,10 @@ def print_task_table(res: TuneResult) -> None:
     print_table(f"{res.target}/{res.variant}: {res.trials_run} trials this run "
                 f"({res.valid} valid, {res.trials_per_min:.0f}/min), {res.trials_total} in the log",
                 ["task", "weight", "trials", "best ms", "weighted ms"], rows)
+    thr = res.threads or {}
+    if thr.get("tvm") is not None:
+        console.print(f"TVM threads where the candidates ran: {thr['tvm']}"
+                      + (f" (Warning: {thr['requested']} were asked for)"
+                         if thr.get("requested") not in (None, thr["tvm"]) else ""),
+                      highlight=False)
     console.print(f"log: {res.log_dir}")

@@ -25,6 +25,8 @@ class VerifyResult:
     rows: list[VerifyRow]
     tolerance: float
     target: dict
+    threads: int | None = None     # TVM's thread count in this process, as TVM reports it
+    pipeline: str | None = None    # the layout and passes checked, e.g. "NCHW8c, padded, ..."
 
     @property
     def passed(self) -> bool:
@@ -32,23 +34,43 @@ class VerifyResult:
 
     def to_json(self) -> dict:
         return dict(tolerance=self.tolerance, target=self.target, passed=self.passed,
+                    threads=self.threads, pipeline=self.pipeline,
                     rows=[asdict(r) for r in self.rows])
 
 
 def verify(variants="all", frontends=("torch", "onnx"), *, seed: int = 0,
-           tolerance: float = TOLERANCE, on_row=None) -> VerifyResult:
-    """Compile each variant for the host via each frontend and compare with PyTorch."""
-    from .adapter.build import build, run_local
-    from .frontend import import_model
+           tolerance: float = TOLERANCE, threads: int | None = None, layout: str | None = None,
+           on_row=None) -> VerifyResult:
+    """Compile each variant for the host via each frontend and compare with PyTorch.
+
+    The build is compile's pipeline (untuned): ``layout`` None is the host's default (NCHWc,
+    channels padded), or NCHW / NHWC / NCHWc.  ``threads``: TVM's thread count here
+    (default ``TVM_NUM_THREADS``, else the host's cores).
+    """
     from .targets import get_target
+    from .threads import resolve, scoped
     host = get_target("host")
+    n = resolve(host, threads)
+    with scoped(n):
+        return _verify(variants, frontends, host, seed=seed, tolerance=tolerance, threads=n,
+                       layout=layout, on_row=on_row)
+
+
+def _verify(variants, frontends, host, *, seed: int, tolerance: float, threads: int,
+            layout: str | None, on_row) -> VerifyResult:
+    from .adapter import pipeline
+    from .adapter.build import run_local
+    from .adapter.runtime import local_threads
+    from .frontend import import_model
     target = host.tvm_target()
+    options = pipeline.options_for(target, layout)
+    measured = local_threads(threads)
     rows = []
     for name in resolve_variants(variants):
         for fe in frontends:
             model = import_model(name, frontend=fe, seed=seed)
             x = model.example_input()
-            out = run_local(build(model.mod, target), x)
+            out = run_local(pipeline.build(model.mod, target, None, options=options)[0], x)
             ref = model.reference(x)
             if out.shape != ref.shape:
                 raise TvmflowError(f"{name} via {fe}: TVM output shape {out.shape} != PyTorch {ref.shape}")
@@ -57,4 +79,4 @@ def verify(variants="all", frontends=("torch", "onnx"), *, seed: int = 0,
             rows.append(row)
             if on_row:
                 on_row(row)
-    return VerifyResult(rows, tolerance, host.target)
+    return VerifyResult(rows, tolerance, host.target, measured, options.label)

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..errors import TvmflowError
 
-LAYOUTS = ("NCHW", "NHWC")
+LAYOUTS = ("NCHW", "NHWC", "NCHWc")
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,36 @@ class PipelineOptions:
 
     prepack: bool = True      # weight-layout rewrite (AttachAttrLayoutFreeBuffers)
     fold_bn: bool = True      # BatchNorm folded into the conv weights before fusion
-    layout: str = "NCHW"      # data layout of conv2d (NHWC via ConvertLayout)
+    layout: str = "NCHW"      # data layout of conv2d (NHWC / NCHW{block}c via ConvertLayout)
+    block: int = 0            # NCHWc channel block; 0 = the target's vector width
+    pad_channels: bool = True  # NCHWc: zero-pad odd channel counts up to the block
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise TvmflowError(f"unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
+        if self.block < 0 or (self.block and self.layout != "NCHWc"):
+            raise TvmflowError(f"block {self.block} needs layout NCHWc and a positive value")
+
+    def resolved(self, target) -> "PipelineOptions":
+        """The options with the NCHWc block fixed from ``target`` (what tuning records)."""
+        if self.layout != "NCHWc" or self.block:
+            return self
+        from dataclasses import replace
+        from .nchwc import vector_block
+        try:
+            return replace(self, block=vector_block(_target(target)))
+        except ValueError as exc:
+            raise TvmflowError(str(exc)) from None
+
+    @property
+    def label(self) -> str:
+        """Short description, e.g. ``NCHW8c, padded, BN folded, prepack``."""
+        parts = [f"NCHW{self.block or ''}c" if self.layout == "NCHWc" else self.layout]
+        if self.layout == "NCHWc":
+            parts.append("padded" if self.pad_channels else "unpadded")
+        parts.append("BN folded" if self.fold_bn else "BN unfolded")
+        parts.append("prepack" if self.prepack else "no prepack")
+        return ", ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,11 +78,32 @@ class PipelineOptions:
     def from_json(cls, data: dict[str, Any] | None) -> "PipelineOptions":
         if not data:
             return cls()
-        known = {k: data[k] for k in ("prepack", "fold_bn", "layout") if k in data}
+        known = {k: data[k] for k in ("prepack", "fold_bn", "layout", "block", "pad_channels")
+                 if k in data}
         return cls(**known)
 
 
 DEFAULT = PipelineOptions()
+#: the layout a CPU (llvm) target gets when neither the user nor a tuning log chooses one
+CPU_DEFAULT_LAYOUT = "NCHWc"
+
+
+def default_options(target) -> PipelineOptions:
+    """The pipeline a new tune (and a compile without a log) uses for ``target``: NCHWc with
+    the target's vector block on CPUs (measured faster, benchmarks/levers.py), NCHW on GPUs."""
+    tgt = _target(target)
+    if tgt.kind.name == "llvm":
+        return PipelineOptions(layout=CPU_DEFAULT_LAYOUT).resolved(tgt)
+    return PipelineOptions()
+
+
+def options_for(target, layout: str | None = None, pad_channels: bool = True) -> PipelineOptions:
+    """``layout`` (None: the target's default) as resolved options for ``target``."""
+    if layout is None:
+        opts = default_options(target)
+        return opts if pad_channels else PipelineOptions(
+            **{**opts.to_json(), "pad_channels": False}).resolved(target)
+    return PipelineOptions(layout=layout, pad_channels=pad_channels).resolved(target)
 
 
 def _target(target):
@@ -70,9 +116,9 @@ def _target(target):
     return make_target(target)
 
 
-def _relax_passes(target, options: PipelineOptions) -> list:
+def _graph_passes(target, options: PipelineOptions) -> list:
+    """The graph-level passes, up to (not including) legalization."""
     from tvm import relax
-    from tvm.relax import pipeline as rp
     t = relax.transform
     passes = [t.DecomposeOpsForInference(), t.CanonicalizeBindings()]
     if options.layout == "NHWC":
@@ -80,12 +126,31 @@ def _relax_passes(target, options: PipelineOptions) -> list:
         passes.append(t.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}))
     if options.fold_bn:
         passes.append(_fold_bn_pass())
+    if options.layout == "NCHWc":
+        from . import nchwc
+        block = options.resolved(target).block
+        passes.append(t.FoldConstant())
+        if options.pad_channels:
+            passes.append(nchwc.pad_channels_pass(block))
+        passes += [nchwc.convert_layout_pass(block), t.CanonicalizeBindings()]
+    return passes
+
+
+def _relax_passes(target, options: PipelineOptions) -> list:
+    from tvm import relax
+    from tvm.relax import pipeline as rp
+    t = relax.transform
+    passes = _graph_passes(target, options)
+    legalize: dict | None = None
+    if options.layout == "NCHWc":
+        from . import nchwc
+        legalize = nchwc.legalize_map()
     try:
         passes += rp.library_dispatch_passes(target)
     except ValueError:
         pass
-    passes += [t.LegalizeOps(), t.AnnotateTIROpPattern(), t.FoldConstant(), t.FuseOps(),
-               t.FuseTIR()]
+    passes += [t.LegalizeOps(customize_legalize_map=legalize), t.AnnotateTIROpPattern(),
+               t.FoldConstant(), t.FuseOps(), t.FuseTIR()]
     if options.prepack:
         passes.append(t.AttachAttrLayoutFreeBuffers())
     return passes
@@ -146,6 +211,19 @@ def _fold_bn_pass():
         return relax.transform.FoldConstant()(mod)
 
     return _pass
+
+
+def layout_summary(mod, target, options: PipelineOptions | None = None) -> dict[str, Any]:
+    """The conv layouts and activation layout transforms after the graph passes (see
+    :func:`.nchwc.layout_summary`)."""
+    import tvm
+    from tvm import relax
+    from .nchwc import layout_summary as summary
+    options = options or DEFAULT
+    tgt = _target(target)
+    passes = _graph_passes(tgt, options) + [relax.transform.FoldConstant()]
+    with tgt, tvm.transform.PassContext(opt_level=3):
+        return summary(tvm.transform.Sequential(passes)(mod))
 
 
 def prepare(mod, target, options: PipelineOptions | None = None):

@@ -270,13 +270,23 @@ def start_tracker(host: str = LOOPBACK, port: int | None = None, *, log: str | P
 def start_server(host: str = LOOPBACK, port: int | None = None, *, tracker: str | None = None,
                  key: str = "", python: Sequence[str] | None = None, env: dict | None = None,
                  log: str | Path | None = None, timeout: float = 60.0, cwd: str | None = None,
-                 register_timeout: float | None = None) -> RpcProcess:
+                 register_timeout: float | None = None, threads: int | None = None) -> RpcProcess:
     """An RPC server on ``host:port``; with ``tracker`` it registers there under ``key``.
 
     ``python`` is the interpreter command (default: this one); the emulated board passes
     ``["chroot", ROOT, "/opt/tvm-venv/bin/python"]``.  With a tracker this also waits (up to
     ``register_timeout``, default ``timeout``) until the tracker lists the server.
+
+    The server runs TVM with ``threads`` threads (``TVM_NUM_THREADS`` in its environment:
+    ``env``, default this process's).  None: for a host server (``python`` not given) this
+    machine's count (:func:`tvmflow.threads.resolve`: ``TVM_NUM_THREADS`` if set, else the
+    cores); with another interpreter, ``env`` as given.
     """
+    from .. import threads as _threads
+    if threads is None and python is None:
+        threads = _threads.resolve(environ=env)
+    if threads is not None:
+        env = _threads.child_env(threads, base=env)
     port = port or find_free_port(host)
     if tracker:
         parse_hostport(tracker, what="tracker address")
@@ -455,6 +465,12 @@ def server_workdir(session) -> str:
         return str(session.get_function("tvm.rpc.server.workpath")(""))
 
 
+def num_threads(session) -> int:
+    """TVM's thread count on the server behind ``session`` (``runtime.NumThreads`` there)."""
+    with remote_errors("cannot ask the RPC server for TVM's thread count"):
+        return int(session.get_function("runtime.NumThreads")())
+
+
 def upload_module(session, path: str | Path):
     """Upload a compiled ``.so`` and load it on the server; returns the remote module.
 
@@ -506,12 +522,14 @@ class LocalRpc:
 
 @contextlib.contextmanager
 def local_rpc(servers: int = 1, key: str = "local", *, host: str = LOOPBACK,
-              log_dir: str | Path | None = None, timeout: float = 60.0) -> Iterator[LocalRpc]:
+              log_dir: str | Path | None = None, timeout: float = 60.0,
+              threads: int | None = None) -> Iterator[LocalRpc]:
     """A tracker and ``servers`` host RPC servers under ``key``, all stopped on exit.
 
     The tracker and servers bind ``host`` (loopback by default) on free ports; each server is
     listed by the tracker before this yields.  Logs go to ``log_dir`` (tracker.log,
-    server-<i>.log) when given.
+    server-<i>.log) when given.  Each server runs TVM with ``threads`` threads (default: this
+    machine's count, see :func:`start_server`).
     """
     log_dir = Path(log_dir) if log_dir else None
     started: list[RpcProcess] = []
@@ -523,7 +541,8 @@ def local_rpc(servers: int = 1, key: str = "local", *, host: str = LOOPBACK,
         procs = []
         for i in range(servers):
             proc = start_server(host, tracker=tracker.address, key=key, timeout=timeout,
-                                log=log_dir / f"server-{i}.log" if log_dir else None)
+                                log=log_dir / f"server-{i}.log" if log_dir else None,
+                                threads=threads)
             started.append(proc)
             procs.append(proc)
         cluster = LocalRpc(tracker, procs, key)

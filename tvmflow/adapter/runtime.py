@@ -167,8 +167,86 @@ class RuntimeSession:
             vm = relax.VirtualMachine(mod, dev)
         return LoadedModule(self, vm, dev, path.name)
 
+    def num_threads(self) -> int:
+        """TVM's thread count where this session runs its modules, asked there:
+        ``runtime.NumThreads`` on the server, or :func:`local_threads` in this process."""
+        if not self.is_remote:
+            return _measure_local_threads()
+        with self._guard("cannot ask TVM's thread count"):
+            return int(self.remote.get_function("runtime.NumThreads")())
+
+    def use_threads(self, n: int) -> int:
+        """Make TVM run ``n`` threads where this session runs; returns the count measured.
+
+        On a server, ``runtime.config_threadpool(1, n)`` when it runs another count: that sets
+        the count of its pool up to the workers the pool started with (its
+        ``TVM_NUM_THREADS``), past TVM's default cap at the number of cores; the caller
+        compares and warns.  In this process see :func:`local_threads` (a count that cannot
+        be had is an error).
+        """
+        if not self.is_remote:
+            return local_threads(n)
+        measured = self.num_threads()
+        if measured != n:
+            with self._guard("cannot configure TVM's thread pool"):
+                self.remote.get_function("runtime.config_threadpool")(1, int(n))
+            measured = self.num_threads()
+        return measured
+
     def close(self) -> None:
         self.remote = None
+
+
+def _measure_local_threads() -> int:
+    """The number of threads TVM's parallel launches from this thread use.
+
+    ``TVMBackendParallelLaunch`` (thread_pool.cc) runs the work inline when
+    ``MaxConcurrency()`` (``TVM_NUM_THREADS``) is 1, without creating a pool; otherwise it
+    uses this thread's pool (created at the first launch) with ``runtime.NumThreads``
+    threads.  Creating a pool binds the creating thread to its first cores
+    (``TVM_BIND_THREADS``), so ``MaxConcurrency()`` is read in a throw-away thread (a fresh
+    pool there, configured to all its workers), and this thread's pool is asked only when
+    that is more than 1, i.e. when a run would create it anyway.
+    """
+    import threading
+    import tvm
+    num = tvm.get_global_func("runtime.NumThreads")
+    config = tvm.get_global_func("runtime.config_threadpool")
+    box: dict[str, int] = {}
+
+    def max_concurrency():
+        config(1, 1 << 16)          # min(workers = MaxConcurrency(), 65536)
+        box["n"] = int(num())
+    probe = threading.Thread(target=max_concurrency, daemon=True)
+    probe.start()
+    probe.join()
+    if box.get("n", 1) <= 1:
+        return 1
+    return int(num())
+
+
+def local_threads(n: int) -> int:
+    """Check (and where possible make) that TVM code run from this thread uses ``n`` threads.
+
+    Call it with ``TVM_NUM_THREADS`` already set (:func:`tvmflow.threads.scoped`).  A pool
+    that runs another count is set to ``n`` (``runtime.config_threadpool``: TVM caps its
+    default at the number of cores, and a pool this thread started earlier may have more
+    workers); a pool with fewer than ``n`` workers cannot grow, and that is a TvmflowError
+    rather than a measurement with the wrong count.
+    """
+    measured = _measure_local_threads()
+    if measured != n:
+        import tvm
+        tvm.get_global_func("runtime.config_threadpool")(1, int(n))
+        measured = _measure_local_threads()
+    if measured != n:
+        raise TvmflowError(
+            f"TVM's thread pool in this process already runs {measured} thread"
+            f"{'s' if measured != 1 else ''}, {n} were asked for: TVM reads TVM_NUM_THREADS "
+            "when a thread's pool starts, and its count cannot be raised afterwards",
+            hint="run it in a fresh process (the tvmflow command does), or through an RPC "
+                 "server (--via rpc)")
+    return measured
 
 
 @contextlib.contextmanager

@@ -17,6 +17,21 @@ def is_valid_cpu(mcpu: str, mtriple: str | None = None) -> bool:
     return bool(codegen.llvm_is_valid_cpu(mcpu, mtriple or "x86_64-linux-gnu"))
 
 
+def cpu_features(mcpu: str, mtriple: str | None = None) -> set[str]:
+    """LLVM's feature names (``avx2``, ``avx512f``, ...) of CPU ``mcpu``; empty when LLVM does
+    not know it."""
+    import tvm
+    from tvm.target import codegen
+    if not is_valid_cpu(mcpu, mtriple):
+        return set()
+    try:
+        target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu,
+                                    "mtriple": mtriple or "x86_64-linux-gnu"})
+        return {str(f) for f in codegen.llvm_get_cpu_features(target)}
+    except Exception:  # an unknown CPU name
+        return set()
+
+
 def make_target(target: dict[str, Any], host: dict[str, Any] | None = None):
     """A ``tvm.target.Target`` from dicts; TVM's own complaint becomes a TvmflowError."""
     import tvm

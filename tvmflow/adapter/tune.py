@@ -128,18 +128,65 @@ def evaluator(number: int = 3, repeat: int = 1, min_repeat_ms: int = 40):
                            enable_cpu_cache_flush=False)
 
 
-def make_local_runner(timeout_sec: float = 30.0, **eval_kw):
+def make_local_runner(timeout_sec: float = 30.0, threads: int | None = None, **eval_kw):
+    """MetaSchedule's LocalRunner; its worker process runs TVM with ``threads`` threads.
+
+    The worker is a PopenPool process: its initializer (run first in every worker, also one
+    restarted after a timeout) puts ``TVM_NUM_THREADS`` into the worker's environment before
+    any TVM code runs there and sets its thread pool to that count (:func:`_runner_init`).
+    """
+    import functools
     from tvm.s_tir.meta_schedule.runner import LocalRunner
-    return LocalRunner(timeout_sec=timeout_sec, evaluator_config=evaluator(**eval_kw))
+    initializer = None
+    if threads is not None:
+        from ..threads import settings
+        initializer = functools.partial(_runner_init, settings(threads), int(threads))
+    return LocalRunner(timeout_sec=timeout_sec, evaluator_config=evaluator(**eval_kw),
+                       initializer=initializer)
+
+
+def _runner_init(env: dict[str, str], threads: int) -> None:
+    """LocalRunner worker initializer: ``threads`` TVM threads in this worker process."""
+    from ..threads import export
+    from .runtime import local_threads
+    export(env)
+    local_threads(threads)
+
+
+def worker_threads() -> int:
+    """TVM's thread count in the process this runs in (a PopenPool worker)."""
+    from .runtime import _measure_local_threads
+    return _measure_local_threads()
+
+
+def runner_threads(runner, timeout: float = 60.0) -> int | None:
+    """TVM's thread count inside a LocalRunner's worker, asked there (None: no local pool)."""
+    pool = getattr(runner, "pool", None)
+    if pool is None or not hasattr(runner, "evaluator_config") or hasattr(runner, "rpc_config"):
+        return None
+    return int(pool.submit(worker_threads).result(timeout=timeout))
 
 
 def make_rpc_runner(host: str, port: int, key: str, timeout_sec: float = 60.0,
-                    max_workers: int = 1, **eval_kw):
+                    max_workers: int = 1, threads: int | None = None, **eval_kw):
+    """MetaSchedule's RPCRunner; with ``threads`` each of its sessions first sets the board's
+    TVM pool to that count (:func:`_rpc_alloc_argument`), as bench does."""
+    import functools
     from tvm.s_tir.meta_schedule.runner import RPCConfig, RPCRunner
     cfg = RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
                     session_timeout_sec=int(timeout_sec), session_priority=1)
+    alloc = functools.partial(_rpc_alloc_argument, int(threads)) if threads else None
     return RPCRunner(rpc_config=cfg, evaluator_config=evaluator(**eval_kw),
-                     max_workers=max_workers)
+                     max_workers=max_workers, f_alloc_argument=alloc)
+
+
+def _rpc_alloc_argument(threads: int, session, device, args_info, alloc_repeat):
+    """RPCRunner step 3 with the board's pool set to ``threads`` first: the server runs the
+    session's calls in one thread, whose pool ``runtime.config_threadpool`` sets (up to the
+    workers the server's TVM_NUM_THREADS gave it)."""
+    from tvm.s_tir.meta_schedule.runner.rpc_runner import default_alloc_argument
+    session.get_function("runtime.config_threadpool")(1, threads)
+    return default_alloc_argument(session, device, args_info, alloc_repeat)
 
 
 # --------------------------------------------------------------------------- progress

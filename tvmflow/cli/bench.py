@@ -36,6 +36,9 @@ def _options(f):
                      help="bench with --tracker: spread the variants over N boards under the key, "
                           "measured in parallel (each variant on one board)"),
         click.option("--seed", default=0, show_default=True, help="weight/input seed for compile"),
+        click.option("--threads", type=int, default=None,
+                     help="threads of every runner: TVM, PyTorch and ONNX Runtime alike "
+                          "[default: $TVM_NUM_THREADS, else the target's num-cores]"),
         click.option("--timeout", default=30.0, show_default=True,
                      help="seconds to wait for a server, tracker or board"),
         click.option("-o", "--output", type=click.Path(), default=None,
@@ -48,14 +51,15 @@ def _options(f):
 
 
 def _run(command, variants, target, via, rpc_addr, tracker, key, warmup, min_repeats, min_time,
-         max_time, rounds, baselines, check, boards, seed, timeout, output, force, per_layer=None):
+         max_time, rounds, baselines, check, boards, seed, threads, timeout, output, force,
+         per_layer=None):
     from ..bench import BenchOptions, bench, compare
     from ..ui import console, err_console
     options = BenchOptions(warmup=warmup, min_repeats=min_repeats, min_time=min_time,
                            max_time=max_time, rounds=rounds, baselines=baselines, check=check, timeout=timeout,
                            boards=boards)
     kw = dict(via=via, rpc=rpc_addr, tracker=tracker, key=key, options=options, out_dir=output,
-              force=force, seed=seed,
+              force=force, seed=seed, threads=threads,
               say=lambda m: err_console.print(f"[dim]{m}[/dim]", highlight=False))
     report = (compare(target, variants, per_layer=per_layer, **kw) if command == "compare"
               else bench(target, variants, **kw))

@@ -31,12 +31,16 @@ def setup_cmd(force: bool, mirror: str | None) -> None:
 @click.option("--port", type=int, default=None, help="Server port (default: a free one).")
 @click.option("--name", default="emu0", show_default=True, help="Board name (several may run).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the server binds.")
-def start_cmd(tracker: str | None, key: str, port: int | None, name: str, host: str) -> None:
+@click.option("--threads", type=int, default=None,
+              help="TVM threads of the board's server [default: $TVM_NUM_THREADS, else rpi4's "
+                   "num-cores, 4].")
+def start_cmd(tracker: str | None, key: str, port: int | None, name: str, host: str,
+              threads: int | None) -> None:
     """Start a board: `python -m tvm.exec.rpc_server` inside the root, registered under KEY."""
     from ..board import start
-    info = start(name, tracker, key, port=port, host=host, say=click.echo)
+    info = start(name, tracker, key, port=port, host=host, threads=threads, say=click.echo)
     click.echo(f"board {info.name}: {info.host}:{info.port} key {info.key} tracker {info.tracker} "
-               f"pid {info.pid}")
+               f"pid {info.pid}, {info.threads} TVM threads")
 
 
 @board_group.command("stop")

@@ -42,13 +42,16 @@ def compile_cmd(target: str, variant: str, output, seed: int, no_schedules: bool
 @click.option("--module", "-m", "module", required=True, help="A .so written by tvmflow compile.")
 @click.option("--input", "-i", "input_path", default=None, help="Input .npy [the seeded example input].")
 @click.option("--output", "-o", default=None, help="Save the output as .npy.")
-def run_cmd(module: str, input_path, output) -> None:
+@click.option("--threads", type=int, default=None,
+              help="TVM threads [default: $TVM_NUM_THREADS, else the target's num-cores].")
+def run_cmd(module: str, input_path, output, threads) -> None:
     """Run a compiled module once on this machine (refused when its target does not match)."""
     from ..run import run
     from ..ui import console
-    res = run(module, input_path, output)
+    res = run(module, input_path, output, threads=threads)
     console.print(f"{res.package.variant} ({res.package.target_name}) on {res.input_source}: "
-                  f"output {tuple(res.output.shape)}", highlight=False)
+                  f"output {tuple(res.output.shape)}, {res.threads} TVM thread"
+                  f"{'s' if res.threads != 1 else ''}", highlight=False)
     if res.saved:
         console.print(f"saved {res.saved}", highlight=False)
     else:

@@ -20,13 +20,17 @@ def _step(quiet: bool):
 @click.option("--min-ms", default=2.0, show_default=True, help="Minimum length of one sample (ms).")
 @click.option("--untuned", is_flag=True, help="Use TVM's default schedules even if tuned ones exist.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random weights and input.")
+@click.option("--threads", type=int, default=None,
+              help="TVM threads (and the baselines') [default: $TVM_NUM_THREADS, else the target's num-cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Also write JSON here.")
-def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, as_json, output) -> None:
+def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, threads, as_json,
+                output) -> None:
     """Latency of each fused operator of the compiled module, per network layer."""
     from ..profile import compare_profiles, profile, write_json
     from ..ui import console, print_table
-    kw = dict(rounds=rounds, min_ms=min_ms, seed=seed, tuned=not untuned, on_step=_step(as_json))
+    kw = dict(rounds=rounds, min_ms=min_ms, seed=seed, tuned=not untuned, threads=threads,
+              on_step=_step(as_json))
     res = compare_profiles([variant, against], target, **kw) if against else profile(variant, target, **kw)
     if output:
         write_json(res, output)
@@ -36,10 +40,12 @@ def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, as_json
         r0, r1 = res.results
         print_table(f"per-layer latency on {target} (ms, medians of {rounds} interleaved rounds)",
                     res.columns(), res.rows())
-        console.print(f"schedules: {r0.variant} {r0.schedules}; {r1.variant} {r1.schedules}", highlight=False)
+        console.print(f"schedules: {r0.variant} {r0.schedules}; {r1.variant} {r1.schedules}; "
+                      f"TVM threads: {r0.machine.get('threads')}", highlight=False)
     else:
         print_table(f"{res.variant} on {target}: per-layer latency (ms, median of {rounds} rounds; "
-                    f"schedules {res.schedules})", res.COLUMNS, res.rows())
+                    f"schedules {res.schedules}; TVM threads {res.machine.get('threads')})",
+                    res.COLUMNS, res.rows())
 
 
 @cli.command("sweep")
@@ -67,16 +73,18 @@ def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, as_json
 @click.option("--key", default=None, help="Device key at the tracker [default: the preset's].")
 @click.option("--per-layer", is_flag=True,
               help="Also profile the variants layer by layer, side by side (this machine only).")
+@click.option("--threads", type=int, default=None,
+              help="TVM threads (and the baselines') [default: $TVM_NUM_THREADS, else the target's num-cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def sweep_cmd(source, aligns, target, trials, per_round, base, name, models_dir, rounds, repeat, out_dir,
-              via, rpc, tracker, key, per_layer, as_json) -> None:
+              via, rpc, tracker, key, per_layer, threads, as_json) -> None:
     """Latency and MACs of a pruned model against the channel alignment N."""
     from ..sweep import sweep
     from ..ui import console, print_table
     r = sweep(source, aligns, target, trials=trials, base=base, name=name, models_dir=models_dir,
               rounds=rounds, repeat=repeat, out_dir=out_dir, on_step=_step(as_json),
               route=dict(via=via, rpc=rpc, tracker=tracker, key=key), per_layer=per_layer,
-              per_round=per_round)
+              per_round=per_round, threads=threads)
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=2))
         return

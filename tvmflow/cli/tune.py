@@ -1,4 +1,4 @@
-"""`tvmflow tune` (MetaSchedule into schedules/<target>/<variant>/) and `tvmflow schedules`."""
+"""`tvmflow tune` (MetaSchedule into schedules/<target>/<cpu>/<variant>/) and `tvmflow schedules`."""
 
 import json
 
@@ -16,20 +16,39 @@ from . import cli
 @click.option("--seed", default=0, show_default=True, help="Search seed.")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming the log.")
 @click.option("--keep-best", type=int, default=None, help="After tuning keep only the best N records per task.")
+@click.option("--adapt", is_flag=False, flag_value="nearest", default=None, metavar="[CPU]",
+              help="First re-measure the best 3 records per task of another CPU's set (the "
+                   "nearest, or the CPU named) here, so the search starts from them.")
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC", "NCHWc"]), default=None,
+              help="Data layout of the convs [default: the log's, else the target's default: "
+                   "NCHWc on CPUs, NCHW on GPUs].")
+@click.option("--no-pad", "no_pad", is_flag=True,
+              help="NCHWc: do not zero-pad odd channel counts up to the block.")
 @click.option("--tracker", default=None, help="RPC tracker HOST:PORT (or $TVM_TRACKER_HOST/PORT).")
 @click.option("--key", default=None, help="RPC key of the board (or $TVM_TRACKER_KEY).")
 @click.option("--rpc-workers", type=int, default=None,
               help="Candidates measured at once through the tracker (default: the boards under the key).")
+@click.option("--threads", type=int, default=None,
+              help="TVM threads in the runner that times candidates "
+                   "[default: $TVM_NUM_THREADS, else the target's num-cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def tune_cmd(target, variant, trials, trials_per_task, per_round, seed, fresh, keep_best, tracker,
-             key, rpc_workers, as_json):
+             key, rpc_workers, threads, as_json, adapt=None, layout=None, no_pad=False):
     """Auto-schedule variants with MetaSchedule (XGBoost cost model)."""
+    from ..errors import TvmflowError
     from ..registry import resolve_variants
     from ..tune import tune_variants
+    options = None
+    if layout is not None:
+        from ..adapter.pipeline import PipelineOptions
+        options = PipelineOptions(layout=layout, pad_channels=not no_pad)
+    elif no_pad:
+        raise TvmflowError("--no-pad needs --layout NCHWc")
     res = tune_variants(resolve_variants(variant), target, quiet=as_json, trials=trials,
                         trials_per_task=trials_per_task, per_round=per_round, seed=seed,
                         fresh=fresh, keep_best=keep_best, tracker=tracker, key=key,
-                        rpc_workers=rpc_workers)
+                        adapt=(True if adapt == "nearest" else adapt),
+                        rpc_workers=rpc_workers, threads=threads, options=options)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in res], indent=2))
 
@@ -38,7 +57,8 @@ def tune_cmd(target, variant, trials, trials_per_task, per_round, seed, fresh, k
 @click.option("--repair", is_flag=True, help="Drop corrupt (truncated) lines, keeping every good record.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def schedules_cmd(repair, as_json):
-    """List the tuning logs: trials, date, estimated latency."""
+    """List the tuning logs: CPU they were tuned on, trials, date, estimated latency, and
+    which set compile uses on this machine."""
     from ..schedules import list_schedules_report
     rows = list_schedules_report(repair=repair, as_json=as_json)
     if as_json:

@@ -12,8 +12,13 @@ from . import cli
 @click.option("--frontend", type=click.Choice(["torch", "onnx", "both"]), default="both", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of the weights, BN statistics and input.")
 @click.option("--tolerance", default=1e-4, show_default=True, type=float, help="Largest max abs error accepted.")
+@click.option("--threads", type=int, default=None,
+              help="TVM threads [default: $TVM_NUM_THREADS, else this machine's cores].")
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC", "NCHWc"]), default=None,
+              help="Conv layout of the build [default: the host's, NCHWc with padded channels].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify_cmd(variant: str, frontend: str, seed: int, tolerance: float, as_json: bool) -> None:
+def verify_cmd(variant: str, frontend: str, seed: int, tolerance: float, threads,
+               as_json: bool, layout=None) -> None:
     """Check that TVM computes what PyTorch computes (max abs error <= 1e-4)."""
     from ..errors import TvmflowError
     from ..ui import console
@@ -22,7 +27,10 @@ def verify_cmd(variant: str, frontend: str, seed: int, tolerance: float, as_json
     show = None if as_json else (lambda r: console.print(
         f"{r.variant:14s} {r.frontend:6s} max abs error {r.max_abs_error:.3e}  "
         + ("[green]ok[/green]" if r.passed else "[red]FAIL[/red]")))
-    result = verify(variant, fes, seed=seed, tolerance=tolerance, on_row=show)
+    result = verify(variant, fes, seed=seed, tolerance=tolerance, threads=threads,
+                    layout=layout, on_row=show)
+    if not as_json:
+        console.print(f"checked with {result.pipeline}, {result.threads} TVM threads")
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     if not result.passed:
