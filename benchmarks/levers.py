@@ -40,13 +40,13 @@ SETTLE = 0.1
 # "time_threads" (time the module of another lever, named by "same_as", at that many TVM
 # threads instead of --threads: the thread lever without a second search).
 LEVERS = {
-    "NCHW (default before), BN folded, prepack": dict(layout="NCHW"),
+    "NCHW, BN folded, prepack (the default)": dict(layout="NCHW"),
     "NCHW, seed 1": dict(layout="NCHW", seed=1),
-    "NCHWc, channels padded (default)": dict(layout="NCHWc"),
+    "NCHWc, channels padded": dict(layout="NCHWc"),
     "NCHWc, channels padded, seed 1": dict(layout="NCHWc", seed=1),
     "NCHWc, channels not padded": dict(layout="NCHWc", pad_channels=False),
     "NCHWc, twice the trials": dict(layout="NCHWc", trials_x=2),
-    "NCHWc, timed at 1 TVM thread": dict(same_as="NCHWc, channels padded (default)",
+    "default, timed at 1 TVM thread": dict(same_as="NCHW, BN folded, prepack (the default)",
                                          time_threads=1),
     "tune --adapt from the nearest CPU's set": dict(adapt=True),
     "baseline (NCHW, no prepack, BN unfolded)": dict(prepack=False, fold_bn=False, layout="NCHW"),

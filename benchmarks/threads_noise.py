@@ -86,7 +86,8 @@ def main() -> None:
         child(args)
         return
     from tvmflow.compile import compile as compile_variant
-    from tvmflow.frontend import export_onnx, import_model
+    from tvmflow.adapter.frontend import export_onnx
+    from tvmflow.frontend import import_model
     from tvmflow.targets import get_target
     from tvmflow.threads import child_env, resolve
     preset = get_target("host")

@@ -224,7 +224,8 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
                                hint="pass --fresh to start over")
         if options is not None:  # the NCHWc block as tuned, from the target
             options = options.resolved(preset.tvm_target())
-        if meta.get("pipeline") and options is not None and meta["pipeline"] != options.to_json():
+        if meta.get("pipeline") and options is not None and \
+                pipeline.PipelineOptions.from_json(meta["pipeline"]) != options:
             raise TvmflowError(f"{log_dir} was tuned with pipeline {meta['pipeline']}, not "
                                f"{options.to_json()}", hint="pass --fresh to start over")
     if adapt is not None and options is None and not meta.get("pipeline"):

@@ -84,13 +84,16 @@ class PipelineOptions:
 
 
 DEFAULT = PipelineOptions()
-#: the layout a CPU (llvm) target gets when neither the user nor a tuning log chooses one
-CPU_DEFAULT_LAYOUT = "NCHWc"
+#: the layout a CPU (llvm) target gets when neither the user nor a tuning log chooses one.
+#: NCHW: at the budgets measured so far MetaSchedule's search finds faster NCHW schedules
+#: than NCHWc ones (benchmarks/levers.py; README, "Tuning"); NCHWc is `--layout NCHWc`.
+CPU_DEFAULT_LAYOUT = "NCHW"
 
 
 def default_options(target) -> PipelineOptions:
-    """The pipeline a new tune (and a compile without a log) uses for ``target``: NCHWc with
-    the target's vector block on CPUs (measured faster, benchmarks/levers.py), NCHW on GPUs."""
+    """The pipeline a new tune (and a compile without a log) uses for ``target``:
+    :data:`CPU_DEFAULT_LAYOUT` on CPUs (with the target's vector block for NCHWc), NCHW on
+    GPUs."""
     tgt = _target(target)
     if tgt.kind.name == "llvm":
         return PipelineOptions(layout=CPU_DEFAULT_LAYOUT).resolved(tgt)
