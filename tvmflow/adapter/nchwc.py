@@ -242,6 +242,10 @@ def convert_layout_pass(block: int):
         {"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]})
 
 
+#: the TE compute blocked convs lower to: "split" (:func:`conv2d_nchwc`, the default) or
+#: "topi" (``topi.nn.conv2d_NCHWc``, kept to measure against: about 1.35x as long as "split" on
+#: pruned-a8, each in a run beside the same NCHW module,
+#: README).  It changes the tuning workloads, so logs tuned with one do not apply to the other.
 COMPUTE = "split"
 
 
@@ -284,7 +288,8 @@ def conv2d_nchwc(data, kernel, strides, padding, dilation, out_dtype: str):
 
 
 def legalize_map() -> dict[str, Any]:
-    """LegalizeOps entries: conv2d in a blocked (5-D) layout to topi.nn.conv2d_NCHWc."""
+    """LegalizeOps entries: conv2d in a blocked (5-D) layout to :data:`COMPUTE`'s compute;
+    NCHW convs keep the stock legalization."""
     from tvm.relax.transform.legalize_ops import nn as stock
 
     def conv2d(bb, call):

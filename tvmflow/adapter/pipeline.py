@@ -13,7 +13,9 @@ Stages (the order of ``static_shape_tuning_pipeline`` in ``tvm/relax/pipeline.py
 
 * :func:`prepare` -- before task extraction: ``DecomposeOpsForInference`` (BatchNorm in
   inference form), optional ``ConvertLayout`` to NHWC, optional folding of BatchNorm into
-  the conv weights, ``LegalizeOps`` / ``FoldConstant`` / ``FuseOps`` / ``FuseTIR``, and with
+  the conv weights, with ``layout="NCHWc"`` the blocked layout (:mod:`.nchwc`: channels
+  zero-padded to the block, ``ConvertLayout`` to ``NCHW{b}c``, blocked conv legalization),
+  ``LegalizeOps`` / ``FoldConstant`` / ``FuseOps`` / ``FuseTIR``, and with
   ``prepack`` ``AttachAttrLayoutFreeBuffers`` (weights are layout-free: a tuned schedule may
   rewrite their layout, the weight "prepack").
 * :func:`extract_tasks` -- MetaSchedule's tasks of the prepared module (tuning, coverage).
