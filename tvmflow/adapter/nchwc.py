@@ -296,7 +296,9 @@ def legalize_map() -> dict[str, Any]:
         a = call.attrs
         if len(str(a.data_layout)) == 4 and len(str(a.kernel_layout)) == 4:
             return stock._nn_conv2d(bb, call)
-        out_dtype = a.out_dtype if str(a.out_dtype) != "" else call.args[0].ty.dtype
+        out_dtype = str(a.out_dtype)
+        if out_dtype in ("", "None", "void"):  # the ONNX frontend leaves it unset
+            out_dtype = str(call.args[0].ty.dtype)
         if COMPUTE == "topi":
             from tvm import topi
             return bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1],
