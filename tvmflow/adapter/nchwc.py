@@ -51,21 +51,11 @@ def vector_block(target) -> int:
 
 
 def _cpu_has_avx512(mcpu: str) -> bool:
-    from tvm.target import codegen
-    try:
-        return bool(codegen.target_has_features("avx512f", _probe_target(mcpu)))
-    except Exception:  # older API: fall back to the names LLVM uses
-        return mcpu in AVX512_CPUS or mcpu.startswith(("x86-64-v4",))
-
-
-def _probe_target(mcpu: str):
+    """Whether LLVM's CPU ``mcpu`` has AVX-512F (asked of TVM's LLVM, not a name table)."""
     import tvm
-    return tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
-
-
-AVX512_CPUS = {"skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
-               "icelake-server", "tigerlake", "rocketlake", "sapphirerapids", "emeraldrapids",
-               "graniterapids", "graniterapids-d", "znver4", "znver5", "x86-64-v4"}
+    from tvm.target import codegen
+    return bool(codegen.target_has_features("avx512f",
+                                            tvm.target.Target({"kind": "llvm", "mcpu": mcpu})))
 
 
 def _ceil(n: int, b: int) -> int:
