@@ -45,6 +45,8 @@ LEVERS = {
     "NCHWc, channels padded": dict(layout="NCHWc"),
     "NCHWc, channels padded, seed 1": dict(layout="NCHWc", seed=1),
     "NCHWc, channels not padded": dict(layout="NCHWc", pad_channels=False),
+    "NCHWc, fixed conv rule (convs untuned)": dict(layout="NCHWc", conv_rule="fixed"),
+    "NCHWc, fixed conv rule, seed 1": dict(layout="NCHWc", conv_rule="fixed", seed=1),
     "NCHWc, twice the trials": dict(layout="NCHWc", trials_x=2),
     "default, timed at 1 TVM thread": dict(same_as="NCHW, BN folded, prepack (the default)",
                                          time_threads=1),

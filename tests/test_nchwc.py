@@ -187,7 +187,7 @@ def test_tune_cli_layout_options(run_cli, tmp_path, monkeypatch):
     meta = S.read_meta(S.schedule_dir("host", "pruned", tmp_path))
     block = P.PipelineOptions(layout="NCHWc").resolved(_host()).block
     assert meta["pipeline"] == {"prepack": True, "fold_bn": True, "layout": "NCHWc",
-                                "block": block, "pad_channels": False}
+                                "block": block, "pad_channels": False, "conv_rule": "search"}
     # a resumed tune with another layout is refused rather than mixing workloads
     again = run_cli("tune", "-v", "pruned", "--layout", "NCHW", "--trials", 16)
     assert again.returncode == 2 and "was tuned with pipeline" in again.stderr

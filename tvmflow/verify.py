@@ -40,11 +40,13 @@ class VerifyResult:
 
 def verify(variants="all", frontends=("torch", "onnx"), *, seed: int = 0,
            tolerance: float = TOLERANCE, threads: int | None = None, layout: str | None = None,
+           conv_rule: str | None = None,
            on_row=None) -> VerifyResult:
     """Compile each variant for the host via each frontend and compare with PyTorch.
 
-    The build is compile's pipeline (untuned): ``layout`` None is the host's default (NCHWc,
-    channels padded), or NCHW / NHWC / NCHWc.  ``threads``: TVM's thread count here
+    The build is compile's pipeline (untuned): ``layout`` None is the host's default
+    (``pipeline.CPU_DEFAULT_LAYOUT``), or NCHW / NHWC / NCHWc; ``conv_rule`` "fixed" gives
+    NCHWc's blocked convs the fixed schedule of ``adapter.conv_rule``.  ``threads``: TVM's thread count here
     (default ``TVM_NUM_THREADS``, else the host's cores).
     """
     from .targets import get_target
@@ -53,17 +55,17 @@ def verify(variants="all", frontends=("torch", "onnx"), *, seed: int = 0,
     n = resolve(host, threads)
     with scoped(n):
         return _verify(variants, frontends, host, seed=seed, tolerance=tolerance, threads=n,
-                       layout=layout, on_row=on_row)
+                       layout=layout, conv_rule=conv_rule, on_row=on_row)
 
 
 def _verify(variants, frontends, host, *, seed: int, tolerance: float, threads: int,
-            layout: str | None, on_row) -> VerifyResult:
+            layout: str | None, on_row, conv_rule: str | None = None) -> VerifyResult:
     from .adapter import pipeline
     from .adapter.build import run_local
     from .adapter.runtime import local_threads
     from .frontend import import_model
     target = host.tvm_target()
-    options = pipeline.options_for(target, layout)
+    options = pipeline.options_for(target, layout, conv_rule=conv_rule)
     measured = local_threads(threads)
     rows = []
     for name in resolve_variants(variants):

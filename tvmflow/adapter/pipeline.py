@@ -34,6 +34,9 @@ from typing import Any
 from ..errors import TvmflowError
 
 LAYOUTS = ("NCHW", "NHWC", "NCHWc")
+#: how the blocked convs of the NCHWc layout get their schedule: MetaSchedule's search, or the
+#: fixed NeoCPU-style rule of :mod:`.conv_rule` (no tuning; the other kernels are searched)
+CONV_RULES = ("search", "fixed")
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,17 @@ class PipelineOptions:
     layout: str = "NCHW"      # data layout of conv2d (NHWC / NCHW{block}c via ConvertLayout)
     block: int = 0            # NCHWc channel block; 0 = the target's vector width
     pad_channels: bool = True  # NCHWc: zero-pad odd channel counts up to the block
+    conv_rule: str = "search"  # NCHWc: blocked convs searched, or the fixed rule (CONV_RULES)
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise TvmflowError(f"unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
+        if self.conv_rule not in CONV_RULES:
+            raise TvmflowError(f"unknown conv rule {self.conv_rule!r}; choose one of "
+                               f"{', '.join(CONV_RULES)}")
+        if self.conv_rule != "search" and self.layout != "NCHWc":
+            raise TvmflowError(f"the {self.conv_rule} conv rule needs layout NCHWc, "
+                               f"not {self.layout}")
         if self.block < 0 or (self.block and self.layout != "NCHWc"):
             raise TvmflowError(f"block {self.block} needs layout NCHWc and a positive value")
 
@@ -69,6 +79,7 @@ class PipelineOptions:
         parts = [f"NCHW{self.block or ''}c" if self.layout == "NCHWc" else self.layout]
         if self.layout == "NCHWc":
             parts.append("padded" if self.pad_channels else "unpadded")
+            parts.append("fixed conv rule" if self.conv_rule == "fixed" else "convs searched")
         parts.append("BN folded" if self.fold_bn else "BN unfolded")
         parts.append("prepack" if self.prepack else "no prepack")
         return ", ".join(parts)
@@ -80,8 +91,8 @@ class PipelineOptions:
     def from_json(cls, data: dict[str, Any] | None) -> "PipelineOptions":
         if not data:
             return cls()
-        known = {k: data[k] for k in ("prepack", "fold_bn", "layout", "block", "pad_channels")
-                 if k in data}
+        known = {k: data[k] for k in ("prepack", "fold_bn", "layout", "block", "pad_channels",
+                                      "conv_rule") if k in data}
         return cls(**known)
 
 
@@ -102,13 +113,19 @@ def default_options(target) -> PipelineOptions:
     return PipelineOptions()
 
 
-def options_for(target, layout: str | None = None, pad_channels: bool = True) -> PipelineOptions:
-    """``layout`` (None: the target's default) as resolved options for ``target``."""
+def options_for(target, layout: str | None = None, pad_channels: bool = True,
+                conv_rule: str | None = None) -> PipelineOptions:
+    """``layout`` (None: the target's default) as resolved options for ``target``;
+    ``conv_rule`` None keeps the default's (or "search")."""
     if layout is None:
         opts = default_options(target)
-        return opts if pad_channels else PipelineOptions(
-            **{**opts.to_json(), "pad_channels": False}).resolved(target)
-    return PipelineOptions(layout=layout, pad_channels=pad_channels).resolved(target)
+        changes = {} if pad_channels else {"pad_channels": False}
+        if conv_rule is not None:
+            changes["conv_rule"] = conv_rule
+        return PipelineOptions(**{**opts.to_json(), **changes}).resolved(target) \
+            if changes else opts
+    return PipelineOptions(layout=layout, pad_channels=pad_channels,
+                           conv_rule=conv_rule or "search").resolved(target)
 
 
 def _target(target):
@@ -156,6 +173,9 @@ def _relax_passes(target, options: PipelineOptions) -> list:
         pass
     passes += [t.LegalizeOps(customize_legalize_map=legalize), t.AnnotateTIROpPattern(),
                t.FoldConstant(), t.FuseOps(), t.FuseTIR()]
+    if options.conv_rule == "fixed":
+        from . import conv_rule
+        passes.append(conv_rule.apply_pass())
     if options.prepack:
         passes.append(t.AttachAttrLayoutFreeBuffers())
     return passes
@@ -241,12 +261,24 @@ def prepare(mod, target, options: PipelineOptions | None = None):
 
 
 def extract_tasks(mod, target, options: PipelineOptions | None = None, *, prepared: bool = False):
-    """MetaSchedule's ExtractedTasks of the (prepared) module, in extraction order."""
+    """MetaSchedule's ExtractedTasks of the (prepared) module, in extraction order, without
+    the functions a fixed rule already scheduled (:mod:`.conv_rule`)."""
     from tvm.s_tir import meta_schedule as ms
     tgt = _target(target)
     if not prepared:
         mod = prepare(mod, tgt, options)
-    return list(ms.relax_integration.extract_tasks(mod, tgt))
+    return [t for t in ms.relax_integration.extract_tasks(mod, tgt) if not _scheduled(t)]
+
+
+def _scheduled(task) -> bool:
+    func = task.dispatched[0]["main"]
+    return bool(func.attrs is not None and func.attrs.get("tirx.is_scheduled", False))
+
+
+def fixed_functions(mod) -> list[str]:
+    """The PrimFuncs of a prepared module that a fixed rule scheduled (not tuning tasks)."""
+    from .conv_rule import fixed_functions as fixed
+    return fixed(mod)
 
 
 def coverage(tasks, target, database) -> dict[str, Any]:
@@ -261,7 +293,7 @@ def coverage(tasks, target, database) -> dict[str, Any]:
         if rec is not None:
             tuned.append(task.task_name)
     return {"tasks": len(names), "tuned": len(tuned), "default": len(names) - len(tuned),
-            "task_names": names, "tuned_names": tuned}
+            "task_names": names, "tuned_names": tuned, "fixed": []}
 
 
 def build(mod, target, database=None, *, options: PipelineOptions | None = None,
@@ -269,7 +301,8 @@ def build(mod, target, database=None, *, options: PipelineOptions | None = None,
     """Compile ``mod`` (the imported Relax module) with the records in ``database``.
 
     Returns ``(executable, coverage)``; coverage = ``{"tasks", "tuned", "default",
-    "task_names", "tuned_names"}``.  ``database`` is a MetaSchedule Database or None.
+    "task_names", "tuned_names", "fixed"}`` (``fixed``: the functions a fixed rule scheduled,
+    which are not tasks).  ``database`` is a MetaSchedule Database or None.
     """
     import tvm
     from tvm import relax
@@ -279,6 +312,7 @@ def build(mod, target, database=None, *, options: PipelineOptions | None = None,
         mod = prepare(mod, tgt, options)
     tasks = extract_tasks(mod, tgt, prepared=True)
     cov = coverage(tasks, tgt, database)
+    cov["fixed"] = fixed_functions(mod)
     if database is not None and cov["tuned"]:
         # MetaScheduleApplyDatabase reads Target.current() when it is constructed: build the
         # passes inside the target context

@@ -20,10 +20,12 @@ from . import cli
               help="First re-measure the best 3 records per task of another CPU's set (the "
                    "nearest, or the CPU named) here, so the search starts from them.")
 @click.option("--layout", type=click.Choice(["NCHW", "NHWC", "NCHWc"]), default=None,
-              help="Data layout of the convs [default: the log's, else the target's default: "
-                   "NCHWc on CPUs, NCHW on GPUs].")
+              help="Data layout of the convs [default: the log's, else the target's default].")
 @click.option("--no-pad", "no_pad", is_flag=True,
               help="NCHWc: do not zero-pad odd channel counts up to the block.")
+@click.option("--conv-rule", type=click.Choice(["search", "fixed"]), default=None,
+              help="NCHWc: search the blocked convs' schedules, or give them the fixed "
+                   "NeoCPU-style schedule (only the other kernels are tuned) [default: search].")
 @click.option("--tracker", default=None, help="RPC tracker HOST:PORT (or $TVM_TRACKER_HOST/PORT).")
 @click.option("--key", default=None, help="RPC key of the board (or $TVM_TRACKER_KEY).")
 @click.option("--rpc-workers", type=int, default=None,
@@ -33,7 +35,8 @@ from . import cli
                    "[default: $TVM_NUM_THREADS, else the target's num-cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def tune_cmd(target, variant, trials, trials_per_task, per_round, seed, fresh, keep_best, tracker,
-             key, rpc_workers, threads, as_json, adapt=None, layout=None, no_pad=False):
+             key, rpc_workers, threads, as_json, adapt=None, layout=None, no_pad=False,
+             conv_rule=None):
     """Auto-schedule variants with MetaSchedule (XGBoost cost model)."""
     from ..errors import TvmflowError
     from ..registry import resolve_variants
@@ -41,9 +44,10 @@ def tune_cmd(target, variant, trials, trials_per_task, per_round, seed, fresh, k
     options = None
     if layout is not None:
         from ..adapter.pipeline import PipelineOptions
-        options = PipelineOptions(layout=layout, pad_channels=not no_pad)
-    elif no_pad:
-        raise TvmflowError("--no-pad needs --layout NCHWc")
+        options = PipelineOptions(layout=layout, pad_channels=not no_pad,
+                                  conv_rule=conv_rule or "search")
+    elif no_pad or conv_rule:
+        raise TvmflowError(f"{'--no-pad' if no_pad else '--conv-rule'} needs --layout NCHWc")
     res = tune_variants(resolve_variants(variant), target, quiet=as_json, trials=trials,
                         trials_per_task=trials_per_task, per_round=per_round, seed=seed,
                         fresh=fresh, keep_best=keep_best, tracker=tracker, key=key,

@@ -15,10 +15,12 @@ from . import cli
 @click.option("--threads", type=int, default=None,
               help="TVM threads [default: $TVM_NUM_THREADS, else this machine's cores].")
 @click.option("--layout", type=click.Choice(["NCHW", "NHWC", "NCHWc"]), default=None,
-              help="Conv layout of the build [default: the host's, NCHWc with padded channels].")
+              help="Conv layout of the build [default: the host's default].")
+@click.option("--conv-rule", type=click.Choice(["search", "fixed"]), default=None,
+              help="With --layout NCHWc: the blocked convs untuned, or on the fixed rule.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify_cmd(variant: str, frontend: str, seed: int, tolerance: float, threads,
-               as_json: bool, layout=None) -> None:
+               as_json: bool, layout=None, conv_rule=None) -> None:
     """Check that TVM computes what PyTorch computes (max abs error <= 1e-4)."""
     from ..errors import TvmflowError
     from ..ui import console
@@ -28,7 +30,7 @@ def verify_cmd(variant: str, frontend: str, seed: int, tolerance: float, threads
         f"{r.variant:14s} {r.frontend:6s} max abs error {r.max_abs_error:.3e}  "
         + ("[green]ok[/green]" if r.passed else "[red]FAIL[/red]")))
     result = verify(variant, fes, seed=seed, tolerance=tolerance, threads=threads,
-                    layout=layout, on_row=show)
+                    layout=layout, conv_rule=conv_rule, on_row=show)
     if not as_json:
         console.print(f"checked with {result.pipeline}, {result.threads} TVM threads")
     if as_json:
