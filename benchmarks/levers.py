@@ -38,7 +38,9 @@ SETTLE = 0.1
 # Each lever: pipeline options, and optionally "seed", "per_round", "trials_x" (budget
 # multiple), "adapt" (tune --adapt from the nearest other CPU's set, its pipeline) and
 # "time_threads" (time the module of another lever, named by "same_as", at that many TVM
-# threads instead of --threads: the thread lever without a second search).
+# threads instead of --threads: the thread lever without a second search; "same_as": "repo"
+# is the repo's shipped set for this CPU) and "other_cpu" (no tuning: the repo's sets of the
+# other CPUs only, so compile takes the nearest of them, as on a CPU with no set of its own).
 LEVERS = {
     "NCHW, BN folded, prepack (the default)": dict(layout="NCHW"),
     "NCHW, seed 1": dict(layout="NCHW", seed=1),
@@ -50,6 +52,8 @@ LEVERS = {
     "NCHWc, twice the trials": dict(layout="NCHWc", trials_x=2),
     "default, timed at 1 TVM thread": dict(same_as="NCHW, BN folded, prepack (the default)",
                                          time_threads=1),
+    "shipped set for this CPU, timed at 1 TVM thread": dict(same_as="repo", time_threads=1),
+    "nearest other CPU's shipped set, applied here": dict(other_cpu=True),
     "tune --adapt from the nearest CPU's set": dict(adapt=True),
     "baseline (NCHW, no prepack, BN unfolded)": dict(prepack=False, fold_bn=False, layout="NCHW"),
     "NHWC + BN folded + prepack": dict(prepack=True, fold_bn=True, layout="NHWC"),
@@ -181,6 +185,22 @@ def time_many(variant: str, roots: list[Path | None], rounds: int, repeat: int,
             "load": os.getloadavg()[0]}
 
 
+def _copy_other_cpu_sets(root: Path, args) -> None:
+    """The repo's (or --adapt-root's) host sets of the variant for every CPU but this one,
+    copied under ``root``."""
+    import shutil
+    from tvmflow import schedules as S
+    from tvmflow.targets import get_target
+    src = Path(args.adapt_root) if args.adapt_root else S.schedules_root()
+    here = get_target("host").cpu_key
+    for d in (src / "host").glob(f"*/{args.variant}"):
+        if d.parent.name == here:
+            continue
+        dest = root / "host" / d.parent.name / args.variant
+        if not dest.exists():
+            shutil.copytree(d, dest, ignore=shutil.ignore_patterns("logs"))
+
+
 def cmd_levers(args) -> None:
     """Tune the variant once per lever into a root of its own (same budget and seed unless
     the lever changes them), then time every tuned module -- and the repo's shipped log for
@@ -188,15 +208,27 @@ def cmd_levers(args) -> None:
     it runs slower)."""
     from tvmflow.adapter.pipeline import PipelineOptions
     from tvmflow.tune import tune
+    unknown = sorted(set(args.lever or ()) - set(LEVERS))
+    if unknown:
+        sys.exit(f"unknown lever {unknown[0]!r}; the levers: {', '.join(LEVERS)}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="tvmflow-levers-") as tmp:
         keep = Path(args.keep) if args.keep else Path(tmp)
         roots: dict[str, Path] = {}
         for i, (label, opts) in enumerate(LEVERS.items()):
-            if args.only and not any(o in label for o in args.only):
+            if (args.only or args.lever) and not (
+                    any(o in label for o in args.only or ()) or label in (args.lever or ())):
                 continue
             opts = dict(opts)
+            if opts.get("other_cpu"):
+                root = keep / f"l{i}"
+                _copy_other_cpu_sets(root, args)
+                rows.append({"lever": label, "root": root, "trials": None, "est_ms": None,
+                             "tune_s": 0.0})
+                continue
             if "same_as" in opts:
+                if opts["same_as"] == "repo":
+                    roots["repo"] = "repo"
                 if opts["same_as"] not in roots:
                     continue
                 rows.append({"lever": label, "root": roots[opts["same_as"]], "trials": None,
@@ -209,17 +241,7 @@ def cmd_levers(args) -> None:
             adapt = opts.pop("adapt", None)
             root = keep / f"l{i}"
             if adapt:  # the other CPUs' sets of the repo, beside this lever's empty one
-                import shutil
-                from tvmflow import schedules as S
-                src = Path(args.adapt_root) if args.adapt_root else S.schedules_root()
-                from tvmflow.targets import get_target
-                here = get_target("host").cpu_key
-                for d in (src / "host").glob(f"*/{args.variant}"):
-                    if d.parent.name == here:
-                        continue
-                    dest = root / "host" / d.parent.name / args.variant
-                    if not dest.exists():
-                        shutil.copytree(d, dest, ignore=shutil.ignore_patterns("logs"))
+                _copy_other_cpu_sets(root, args)
             res = tune(args.variant, "host", trials=trials, per_round=per_round, seed=seed,
                        root=root, options=None if adapt else PipelineOptions(**opts),
                        fresh=not args.keep, adapt=adapt, threads=args.threads)
@@ -246,7 +268,8 @@ def cmd_levers(args) -> None:
     for r, m in zip(rows, mods):
         est = "" if r["est_ms"] is None else f" (tuner estimate {r['est_ms']:.3f} ms)"
         print(f"{r['lever']:48s} {m['tvm_ms']:8.3f} ms  cv {m['tvm_cv']:.2f}  "
-              f"{m['tuned_tasks']}/{m['tasks']} tasks tuned{est}")
+              f"{m['tuned_tasks']}/{m['tasks']} tasks tuned, set {m['cpu_set']}, "
+              f"{m['tvm_threads']} thr{est}")
     for k, v in t["baselines_ms"].items():
         print(f"{k:48s} {v:8.3f} ms")
     print(f"(load average {t['load']:.1f} at the end)")
@@ -268,6 +291,8 @@ def main() -> None:
                     help="candidates per round, for the levers that do not set their own")
     ap.add_argument("--only", action="append", default=None,
                     help="levers mode: run only the levers whose label contains this (repeatable)")
+    ap.add_argument("--lever", action="append", default=None,
+                    help="levers mode: also run the lever with exactly this label (repeatable)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2,

@@ -125,10 +125,21 @@ def render() -> str:
               "trials (XGBoost cost model), into a tuning-log root of its own (`--schedules`)")
     png = (SWEEP_DIR / "sweep.png").relative_to(ROOT)
     caveat = _caveat(rows)
+    tvm_threads = machine.get("threads")
+    prof_threads = sorted({(r.get("machine") or {}).get("threads") for r in prof["results"]}
+                          - {None})
+    threads_line = (
+        f"TVM ran **{tvm_threads} threads** in the sweep and "
+        f"{'/'.join(map(str, prof_threads)) or 'an unrecorded number of'} in the profile, as "
+        "TVM's `runtime.NumThreads` reported inside the process that ran the code (full "
+        "parallelism: the target's `num-cores`), and the schedules were tuned at that count."
+        if tvm_threads else
+        "The thread count TVM ran with was not recorded for this run.")
     return f"""# Results
 
 Measured by `benchmarks/make_results.py` (regenerate: `.venv/bin/python benchmarks/make_results.py`)
 on **{machine['name']}**, TVM target `{json.dumps(machine['target'])}`.
+{threads_line}
 Latencies are p50 of single runs timed on the device by TVM's `time_evaluator`, with the
 distribution-free 95 % confidence interval of the median; variants are measured in
 interleaved rounds so that machine drift hits all of them alike.

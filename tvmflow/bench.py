@@ -148,7 +148,8 @@ def _schedule_set(sidecar: dict[str, Any]) -> dict[str, Any]:
 def _coverage(sidecar: dict[str, Any]) -> str | None:
     cov = sidecar.get("coverage") or {}
     if isinstance(cov.get("tasks"), int):
-        return f"{cov.get('tuned', 0)}/{cov['tasks']}"
+        fixed = len(cov.get("fixed") or [])
+        return f"{cov.get('tuned', 0)}/{cov['tasks']}" + (f" +{fixed} fixed" if fixed else "")
     return None
 
 
