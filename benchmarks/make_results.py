@@ -121,8 +121,10 @@ def render() -> str:
     budget = ("the tuned schedules in `schedules/host/<cpu>/` (this CPU's set, else the nearest "
               "CPU's) where they exist (no tuning in the run)"
               if trials is None else "TVM's default schedules (no tuning)" if trials == 0
-              else f"every variant tuned in the run with the same budget, {trials} MetaSchedule "
-              "trials (XGBoost cost model), into a tuning-log root of its own (`--schedules`)")
+              else f"each variant's log tuned in the run to at least {trials} MetaSchedule "
+              "trials (XGBoost cost model; a log that already had more kept them, and "
+              "`--schedules` gives the run a log root of its own), the trials per variant in "
+              "the last column")
     png = (SWEEP_DIR / "sweep.png").relative_to(ROOT)
     caveat = _caveat(rows)
     tvm_threads = machine.get("threads")

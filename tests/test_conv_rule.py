@@ -43,6 +43,18 @@ def test_fixed_rule_needs_nchwc():
     assert "fixed conv rule" in opts.label
 
 
+def test_nchwc_builds_get_the_fixed_rule_unless_told():
+    """A new NCHWc build or tune (CLI, verify) takes the fixed rule; a log written before the
+    option existed reads back as searched, which is how it was tuned."""
+    tgt = _host()
+    assert P.options_for(tgt, "NCHWc").conv_rule == "fixed"
+    assert P.options_for(tgt, "NCHWc", conv_rule="search").conv_rule == "search"
+    assert P.options_for(tgt, "NCHW").conv_rule == "search"
+    assert P.PipelineOptions.from_json({"layout": "NCHWc", "block": 16}).conv_rule == "search"
+    with pytest.raises(TvmflowError, match="needs layout NCHWc"):
+        P.options_for(tgt, "NCHW", conv_rule="fixed")
+
+
 class _Net(nn.Module):
     """Blocked convs of every kind the rule meets: 3x3 padded, strided, 1x1, two groups of
     whole chunks, and one with no epilogue (the function's result)."""

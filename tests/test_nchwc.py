@@ -173,8 +173,8 @@ def test_padding_is_exact_on_residuals_depthwise_and_returned_tensors():
 
 
 def test_tune_cli_layout_options(run_cli, tmp_path, monkeypatch):
-    """`tune --layout NCHWc --no-pad` records the layout, the block and the padding in
-    meta.json, and compile applies the log through the same pipeline (its tasks tuned);
+    """`tune --layout NCHWc --no-pad` records the layout, the block, the padding and the conv
+    rule (the fixed one unless --conv-rule search) in meta.json, and compile applies the log through the same pipeline (its tasks tuned);
     `--no-pad` alone is a clear error."""
     bad = run_cli("tune", "-v", "pruned", "--no-pad")
     assert bad.returncode == 2 and bad.stderr.startswith("Error: --no-pad needs --layout NCHWc")
@@ -187,7 +187,7 @@ def test_tune_cli_layout_options(run_cli, tmp_path, monkeypatch):
     meta = S.read_meta(S.schedule_dir("host", "pruned", tmp_path))
     block = P.PipelineOptions(layout="NCHWc").resolved(_host()).block
     assert meta["pipeline"] == {"prepack": True, "fold_bn": True, "layout": "NCHWc",
-                                "block": block, "pad_channels": False, "conv_rule": "search"}
+                                "block": block, "pad_channels": False, "conv_rule": "fixed"}
     # a resumed tune with another layout is refused rather than mixing workloads
     again = run_cli("tune", "-v", "pruned", "--layout", "NCHW", "--trials", 16)
     assert again.returncode == 2 and "was tuned with pipeline" in again.stderr

@@ -18,6 +18,8 @@ Three Relax passes, run by :mod:`.pipeline` for ``layout="NCHWc"``:
   keep the stock one.
 
 The block is the target's float32 vector width: 16 for AVX-512, 8 for AVX2, 4 for NEON.
+The blocked convs' schedules come from MetaSchedule's search, or (``conv_rule="fixed"``) from
+the fixed rule of :mod:`.conv_rule`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ Stages (the order of ``static_shape_tuning_pipeline`` in ``tvm/relax/pipeline.py
   inference form), optional ``ConvertLayout`` to NHWC, optional folding of BatchNorm into
   the conv weights, with ``layout="NCHWc"`` the blocked layout (:mod:`.nchwc`: channels
   zero-padded to the block, ``ConvertLayout`` to ``NCHW{b}c``, blocked conv legalization),
-  ``LegalizeOps`` / ``FoldConstant`` / ``FuseOps`` / ``FuseTIR``, and with
+  ``LegalizeOps`` / ``FoldConstant`` / ``FuseOps`` / ``FuseTIR``, with
+  ``conv_rule="fixed"`` the fixed NeoCPU-style schedule on the blocked convs
+  (:mod:`.conv_rule`; those functions are then no tuning tasks), and with
   ``prepack`` ``AttachAttrLayoutFreeBuffers`` (weights are layout-free: a tuned schedule may
   rewrite their layout, the weight "prepack").
 * :func:`extract_tasks` -- MetaSchedule's tasks of the prepared module (tuning, coverage).
@@ -101,6 +103,11 @@ DEFAULT = PipelineOptions()
 #: NCHW: at the budgets measured so far MetaSchedule's search finds faster NCHW schedules
 #: than NCHWc ones (benchmarks/levers.py; README, "Tuning"); NCHWc is `--layout NCHWc`.
 CPU_DEFAULT_LAYOUT = "NCHW"
+#: the conv rule a new NCHWc build or tune gets unless one is named: the fixed rule, which ran
+#: 1.21x as fast as MetaSchedule's search on the blocked convs (pruned-a8, emeraldrapids, 320
+#: trials each; README, "Tuning").  A log's own rule always wins (``from_json``: a log written
+#: before the option existed was searched).
+NCHWC_DEFAULT_RULE = "fixed"
 
 
 def default_options(target) -> PipelineOptions:
@@ -124,8 +131,10 @@ def options_for(target, layout: str | None = None, pad_channels: bool = True,
             changes["conv_rule"] = conv_rule
         return PipelineOptions(**{**opts.to_json(), **changes}).resolved(target) \
             if changes else opts
+    if conv_rule is None:
+        conv_rule = NCHWC_DEFAULT_RULE if layout == "NCHWc" else "search"
     return PipelineOptions(layout=layout, pad_channels=pad_channels,
-                           conv_rule=conv_rule or "search").resolved(target)
+                           conv_rule=conv_rule).resolved(target)
 
 
 def _target(target):

@@ -25,7 +25,7 @@ from . import cli
               help="NCHWc: do not zero-pad odd channel counts up to the block.")
 @click.option("--conv-rule", type=click.Choice(["search", "fixed"]), default=None,
               help="NCHWc: search the blocked convs' schedules, or give them the fixed "
-                   "NeoCPU-style schedule (only the other kernels are tuned) [default: search].")
+                   "NeoCPU-style schedule (only the other kernels are tuned) [default: fixed].")
 @click.option("--tracker", default=None, help="RPC tracker HOST:PORT (or $TVM_TRACKER_HOST/PORT).")
 @click.option("--key", default=None, help="RPC key of the board (or $TVM_TRACKER_KEY).")
 @click.option("--rpc-workers", type=int, default=None,
@@ -43,9 +43,10 @@ def tune_cmd(target, variant, trials, trials_per_task, per_round, seed, fresh, k
     from ..tune import tune_variants
     options = None
     if layout is not None:
-        from ..adapter.pipeline import PipelineOptions
-        options = PipelineOptions(layout=layout, pad_channels=not no_pad,
-                                  conv_rule=conv_rule or "search")
+        from ..adapter.pipeline import options_for
+        from ..targets import get_target
+        options = options_for(get_target(target).tvm_target(), layout, pad_channels=not no_pad,
+                              conv_rule=conv_rule)
     elif no_pad or conv_rule:
         raise TvmflowError(f"{'--no-pad' if no_pad else '--conv-rule'} needs --layout NCHWc")
     res = tune_variants(resolve_variants(variant), target, quiet=as_json, trials=trials,
