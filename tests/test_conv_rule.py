@@ -94,7 +94,11 @@ def test_rule_schedules_the_blocked_convs_and_tuning_skips_them(net):
     assert len(fixed) == 4, fixed
     for name in fixed:
         text = prepared[name].script()
-        assert "T.parallel" in text and "T.vectorized" in text, name
+        assert "T.parallel" in text, name
+        # the conv's own innermost loop is the output-lane vector, inside the unrolled tile
+        before = text[:text.index('T.sblock("conv2d_NCHWc_update")')].splitlines()
+        loops = [ln.strip() for ln in before if ln.strip().startswith("for ")]
+        assert "T.vectorized" in loops[-1] and "T.unroll" in loops[-2], (name, loops[-3:])
     tasks = P.extract_tasks(prepared, tgt, prepared=True)
     names = [t.task_name for t in tasks]
     assert names and not any("NCHWc" in n for n in names), names
