@@ -69,7 +69,9 @@ def _tuned_vm(model, preset, root: Path | None, x, dev):
     from tvmflow import schedules as S
     from tvmflow.adapter import pipeline
     db, meta = S.load_for_compile(preset, model.name, root=root)
-    opts = pipeline.PipelineOptions.from_json(meta.get("pipeline"))
+    # the log's pipeline; with no log, what compile takes for this model
+    opts = (pipeline.PipelineOptions.from_json(meta["pipeline"]) if meta.get("pipeline")
+            else pipeline.default_options(preset.tvm_target(), model.mod))
     ex, cov = pipeline.build(model.mod, preset, db, options=opts)
     vm = relax.VirtualMachine(ex, dev)
     vm.set_input("main", tvm.runtime.tensor(x, dev))

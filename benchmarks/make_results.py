@@ -90,6 +90,23 @@ def _caveat(rows) -> str:
             "tuning variance.")
 
 
+def _pipelines(variants: list[str], cpu: str | None) -> str:
+    """The pipeline each variant's schedule set (this CPU's) was tuned with, as one line."""
+    sys.path.insert(0, str(ROOT))
+    from tvmflow import schedules as S
+    from tvmflow.adapter.pipeline import PipelineOptions
+    labels: dict[str, list[str]] = {}
+    for v in variants:
+        meta = S.read_meta(S.schedule_dir("host", v, cpu=cpu)) if cpu else {}
+        if meta.get("pipeline"):
+            label = PipelineOptions.from_json(meta["pipeline"]).label
+            labels.setdefault(label, []).append(f"`{v}`")
+    if not labels:
+        return ""
+    return "Pipeline of the schedule sets: " + "; ".join(
+        f"{label} ({', '.join(vs)})" for label, vs in labels.items()) + "."
+
+
 def render() -> str:
     sweep = json.loads((SWEEP_DIR / "sweep.json").read_text())
     prof = json.loads(PROFILE_JSON.read_text())
@@ -113,6 +130,8 @@ def render() -> str:
         verdict = ("No aligned variant with more MACs than N=1 is faster with non-overlapping "
                    "95 % confidence intervals on this machine" +
                    (f" (more MACs: N = {', '.join(map(str, more_macs))})." if more_macs else "."))
+    pipelines = _pipelines([r["variant"] for r in rows],
+                           (machine.get("detected") or {}).get("llvm_cpu"))
     cols = prof["columns"]
     per_layer = _md_table(cols, prof["rows"])
     r0, r1 = prof["results"]
@@ -142,6 +161,7 @@ def render() -> str:
 Measured by `benchmarks/make_results.py` (regenerate: `.venv/bin/python benchmarks/make_results.py`)
 on **{machine['name']}**, TVM target `{json.dumps(machine['target'])}`.
 {threads_line}
+{pipelines}
 Latencies are p50 of single runs timed on the device by TVM's `time_evaluator`, with the
 distribution-free 95 % confidence interval of the median; variants are measured in
 interleaved rounds so that machine drift hits all of them alike.

@@ -21,9 +21,11 @@ def _host():
 
 
 @pytest.mark.parametrize("ow,occ,lanes,tile", [
-    (32, 6, 16, (16, 1)),    # a 32-wide row: two tiles of 16 columns
-    (8, 12, 16, (8, 3)),     # an 8-wide row: 8 columns x 3 output chunks = 24 accumulators
-    (8, 12, 8, (8, 1)),      # AVX2: 12 accumulators, the columns first
+    (32, 6, 16, (4, 6)),     # 4 columns x 6 output chunks = 24 accumulators, 10 loads
+    (16, 8, 16, (4, 4)),     # not 16 x 1: 17 loads for 16 FMAs
+    (8, 7, 16, (4, 7)),      # 28 accumulators: the most AVX-512 leaves room for
+    (32, 3, 16, (8, 3)),     # few output chunks: more columns make up for them
+    (8, 12, 8, (4, 3)),      # AVX2: 12 accumulators
     (7, 5, 16, (7, 1)),      # prime widths and chunk counts still tile
     (1, 4, 4, (1, 4)),
 ])
@@ -31,6 +33,20 @@ def test_register_tile_fits_the_register_file(ow, occ, lanes, tile):
     xi, oci = R.register_tile(ow, occ, lanes)
     assert (xi, oci) == tile
     assert ow % xi == 0 and occ % oci == 0 and xi * oci <= R.accumulators(lanes)
+
+
+def test_register_tile_has_the_fewest_loads_per_fma():
+    """Among all tiles that fit, none needs fewer loads (weights + broadcasts) per FMA."""
+    for ow in (1, 7, 8, 14, 16, 28, 32):
+        for occ in (1, 2, 3, 5, 6, 8, 12):
+            for lanes in (4, 8, 16):
+                xi, oci = R.register_tile(ow, occ, lanes)
+                cap = R.accumulators(lanes)
+                cost = 1 / xi + 1 / oci
+                for a in range(1, ow + 1):
+                    for b in range(1, occ + 1):
+                        if ow % a == 0 and occ % b == 0 and a * b <= cap:
+                            assert cost <= 1 / a + 1 / b + 1e-12, (ow, occ, lanes, a, b)
 
 
 def test_fixed_rule_needs_nchwc():
@@ -128,5 +144,69 @@ def test_verify_cli_with_the_fixed_rule(run_cli):
                   "--conv-rule", "fixed", timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "fixed conv rule" in out.stdout
+    assert "blocked stem" in out.stdout
     bad = run_cli("tune", "-v", "pruned", "--conv-rule", "fixed")
     assert bad.returncode == 2 and bad.stderr.startswith("Error: --conv-rule needs --layout NCHWc")
+
+
+@pytest.mark.parametrize("block", [8, 16])
+def test_blocked_stem_writes_nchwc_from_the_rgb_input(net, block):
+    """With the blocked stem the first conv (3 input channels) reads its input as one chunk
+    and writes NCHW{block}c itself: every conv is blocked and fixed, and results hold."""
+    import tvm
+    from tvm import relax
+    from tvmflow.adapter.build import first_output
+    model, x, mod = net
+    tgt = _host()
+    opts = P.PipelineOptions(layout="NCHWc", block=block, conv_rule="fixed", blocked_stem=True)
+    summary = P.layout_summary(mod, tgt, opts)
+    assert summary["convs"] == {"NCHW3c": 1, f"NCHW{block}c": 4}, summary
+    plain = P.layout_summary(mod, tgt, P.PipelineOptions(layout="NCHWc", block=block))
+    assert plain["convs"] == {"NCHW": 1, f"NCHW{block}c": 4}, plain
+    ex, cov = P.build(mod, tgt, None, options=opts)
+    assert len(cov["fixed"]) == 5
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    out = first_output(vm["main"](tvm.runtime.tensor(x.numpy())))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert float(np.abs(out - ref).max()) <= TOL
+
+
+class _Stem(nn.Module):
+    def __init__(self, cin: int, twice: bool):
+        super().__init__()
+        self.a = nn.Conv2d(cin, 16, 3, padding=1)
+        self.b = nn.Conv2d(16, 16, 1)
+        self.twice = twice
+
+    def forward(self, x):
+        y = self.a(x)
+        out = self.b(torch.relu(y))
+        return out + y.mean() if self.twice else out
+
+
+@pytest.mark.parametrize("cin,twice,rewritten", [
+    (3, False, True),    # the control: a stem
+    (3, True, False),    # the conv's output is used outside the epilogue
+    (12, False, False),  # more input channels than the block
+])
+def test_blocked_stem_only_rewrites_stems(cin, twice, rewritten):
+    import tvm
+    from tvm import relax
+    from tvmflow.adapter.build import first_output
+    from tvmflow.adapter.frontend import from_torch
+    torch.manual_seed(0)
+    model = _Stem(cin, twice).eval()
+    x = torch.randn(1, cin, 8, 8)
+    mod = from_torch(model, x)
+    tgt = _host()
+    opts = P.PipelineOptions(layout="NCHWc", block=8, conv_rule="fixed", blocked_stem=True)
+    convs = P.layout_summary(mod, tgt, opts)["convs"]
+    assert ("NCHW" not in convs) == rewritten, convs
+    ex, _cov = P.build(mod, tgt, None, options=opts)
+    out = first_output(relax.VirtualMachine(ex, tvm.cpu())["main"](
+        tvm.runtime.tensor(x.numpy())))
+    with torch.no_grad():
+        assert float(np.abs(out - model(x).numpy()).max()) <= TOL
+    with pytest.raises(TvmflowError, match="blocked stem needs layout NCHWc"):
+        P.PipelineOptions(blocked_stem=True)

@@ -132,6 +132,47 @@ def test_pools_run_blocked_and_weights_are_prepacked(models):
                             P.PipelineOptions(layout="NCHWc"))["data_transforms"] == 2
 
 
+@pytest.mark.parametrize("mcpu,block", [("znver2", 8), ("emeraldrapids", 16)])
+def test_the_default_layout_is_nchwc_where_it_runs_end_to_end(models, mcpu, block):
+    """A model gets NCHWc (fixed rule, blocked stem) by default on x86 when all its convs
+    block and the layout changes only at the input and the output (channel shuffles run
+    blocked); grouped's narrow group convs (6 channels per group) keep it in NCHW; ARM keeps
+    NCHW."""
+    tgt = _target(mcpu=mcpu)
+    fits = {v: P.nchwc_fits(tgt, m.mod) for v, m in models.items()}
+    assert fits == {"original": True, "grouped": False, "grouped-wide": True,
+                    "pruned": True, "pruned-a8": True}
+    opts = P.default_options(tgt, models["pruned"].mod)
+    assert (opts.layout, opts.block, opts.conv_rule, opts.blocked_stem) == \
+        ("NCHWc", block, "fixed", True)
+    assert P.default_options(tgt, models["grouped"].mod).layout == "NCHW"
+    assert P.default_options(tgt).layout == "NCHW"  # no model to judge by
+    stem = P.layout_summary(models["pruned"].mod, tgt, opts)
+    assert stem["convs"] == {"NCHW3c": 1, f"NCHW{block}c": 8}
+    arm = _target(mtriple="aarch64-linux-gnu", mcpu="cortex-a72", mattr=["+neon"])
+    assert not P.nchwc_fits(arm, models["pruned"].mod)
+    assert P.default_options(arm, models["pruned"].mod).layout == "NCHW"
+
+
+def test_channel_shuffles_run_blocked(models):
+    """grouped-wide's six shuffles: gathers in NCHW16c (with the blocked shuffle), not two
+    transforms each; the result is unchanged."""
+    m = models["grouped-wide"]
+    tgt = _host()
+    on = P.options_for(tgt, "NCHWc")
+    assert on.blocked_shuffle
+    assert P.layout_summary(m.mod, tgt, on)["data_transforms"] == 2
+    from dataclasses import replace
+    off = replace(on, blocked_shuffle=False)
+    assert P.layout_summary(m.mod, tgt, off)["data_transforms"] == 2 + 2 * 6
+    prepared = P.prepare(m.mod, tgt, on)
+    shuffles = [gv.name_hint for gv in prepared.functions if "channel_shuffle" in gv.name_hint]
+    assert len(shuffles) == 6, shuffles
+    x = m.example_input()
+    out = _output(_run(m.mod, tgt, on), x)
+    assert float(np.abs(out - m.reference(x)).max()) <= TOL
+
+
 class _Residual(nn.Module):
     """Odd channels, a residual add, a depthwise conv and a padded tensor returned directly."""
 
@@ -187,7 +228,8 @@ def test_tune_cli_layout_options(run_cli, tmp_path, monkeypatch):
     meta = S.read_meta(S.schedule_dir("host", "pruned", tmp_path))
     block = P.PipelineOptions(layout="NCHWc").resolved(_host()).block
     assert meta["pipeline"] == {"prepack": True, "fold_bn": True, "layout": "NCHWc",
-                                "block": block, "pad_channels": False, "conv_rule": "fixed"}
+                                "block": block, "pad_channels": False, "conv_rule": "fixed",
+                                "blocked_stem": True, "blocked_shuffle": True}
     # a resumed tune with another layout is refused rather than mixing workloads
     again = run_cli("tune", "-v", "pruned", "--layout", "NCHW", "--trials", 16)
     assert again.returncode == 2 and "was tuned with pipeline" in again.stderr

@@ -32,10 +32,14 @@ def test_verify_all_variants_both_frontends(verify_all):
         assert 0 <= row["max_abs_error"] <= 1e-4, row
         assert row["passed"]
     assert verify_all["passed"] and verify_all["tolerance"] == 1e-4
-    # checked with the pipeline compile uses by default for this CPU
+    # checked with the pipeline compile uses by default for each model on this CPU
     from tvmflow.adapter.pipeline import default_options
+    from tvmflow.frontend import import_model
     from tvmflow.targets import get_target
-    assert verify_all["pipeline"] == default_options(get_target("host").tvm_target()).label
+    tgt = get_target("host").tvm_target()
+    want = {default_options(tgt, import_model(v).mod).label for v in FIVE}
+    assert set(verify_all["pipeline"].split("; ")) == want
+    assert len(want) == 2  # NCHWc for the plain convs, NCHW for the grouped variants
 
 
 def test_verify_with_the_nchwc_layout_on():

@@ -104,12 +104,12 @@ def _schedules_line(info: dict[str, Any]) -> str:
 
 def _build(model, preset: TargetPreset, database, info):
     """Build through the shared tune/compile pipeline: the log's pipeline options, or the
-    target's default ones (NCHWc on CPUs) when there is no log."""
+    target's default ones for the model when there is no log (``pipeline.default_options``)."""
     from .adapter import pipeline
     target = preset.tvm_target()
     saved = (info or {}).get("pipeline")
     options = (pipeline.PipelineOptions.from_json(saved) if saved
-               else pipeline.default_options(target))
+               else pipeline.default_options(target, model.mod))
     executable, coverage = pipeline.build(model.mod, target, database, options=options)
     coverage = dict(coverage)
     coverage["pipeline"] = options.to_json()

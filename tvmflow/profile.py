@@ -339,10 +339,22 @@ def _schedules_text(sidecar: dict[str, Any]) -> str:
         trials = sched.get("trials") if isinstance(sched, dict) else None
         other = (sched.get("cpu") if isinstance(sched, dict) and sched.get("match") == "nearest"
                  else None)
+        fixed = len(cov.get("fixed") or [])
         return (f"tuned ({cov['tuned']}/{cov.get('tasks')} tasks"
+                + (f" +{fixed} fixed" if fixed else "")
                 + (f", {trials} trials" if isinstance(trials, int) else "")
+                + (f", {_layout(cov)}" if _layout(cov) else "")
                 + (f", tuned on {other}" if other else "") + ")")
     return "default (untuned)"
+
+
+def _layout(cov: dict[str, Any]) -> str | None:
+    """``NCHW16c`` / ``NCHW`` / ... of a sidecar's pipeline, when it records one."""
+    pipe = cov.get("pipeline") or {}
+    layout = pipe.get("layout")
+    if layout == "NCHWc":
+        return f"NCHW{pipe.get('block') or ''}c"
+    return layout
 
 
 # ---------------------------------------------------------------------------- measuring

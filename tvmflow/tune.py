@@ -231,16 +231,16 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
     if adapt is not None and options is None and not meta.get("pipeline"):
         # a new log adapted from another CPU's set: its workloads come from that set's pipeline
         options = pipeline.PipelineOptions.from_json(adapt[2].get("pipeline"))
+    model = import_model(spec.name, frontend=frontend)
+    tgt = preset.tvm_target()
     if options is None:  # the log's pipeline, or the target's default for a new log
         options = (pipeline.PipelineOptions.from_json(meta["pipeline"]) if meta.get("pipeline")
-                   else pipeline.default_options(preset.tvm_target()))
-    opts = options.resolved(preset.tvm_target())
+                   else pipeline.default_options(tgt, model.mod))
+    opts = options.resolved(tgt)
     done = max(int(meta.get("trials", 0)), 0)
     if not meta:
         done = schedules.record_count(log_dir)
 
-    model = import_model(spec.name, frontend=frontend)
-    tgt = preset.tvm_target()
     mod = pipeline.prepare(model.mod, tgt, opts)
     tasks = pipeline.extract_tasks(mod, tgt, prepared=True)
     names = [t.task_name for t in tasks]

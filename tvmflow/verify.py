@@ -44,8 +44,8 @@ def verify(variants="all", frontends=("torch", "onnx"), *, seed: int = 0,
            on_row=None) -> VerifyResult:
     """Compile each variant for the host via each frontend and compare with PyTorch.
 
-    The build is compile's pipeline (untuned): ``layout`` None is the host's default
-    (``pipeline.CPU_DEFAULT_LAYOUT``), or NCHW / NHWC / NCHWc; ``conv_rule`` "fixed" gives
+    The build is compile's pipeline (untuned): ``layout`` None is the host's default for each
+    model (``pipeline.default_options``), or NCHW / NHWC / NCHWc; ``conv_rule`` "fixed" gives
     NCHWc's blocked convs the fixed schedule of ``adapter.conv_rule``.  ``threads``: TVM's thread count here
     (default ``TVM_NUM_THREADS``, else the host's cores).
     """
@@ -65,12 +65,15 @@ def _verify(variants, frontends, host, *, seed: int, tolerance: float, threads: 
     from .adapter.runtime import local_threads
     from .frontend import import_model
     target = host.tvm_target()
-    options = pipeline.options_for(target, layout, conv_rule=conv_rule)
     measured = local_threads(threads)
     rows = []
+    labels: list[str] = []
     for name in resolve_variants(variants):
         for fe in frontends:
             model = import_model(name, frontend=fe, seed=seed)
+            options = pipeline.options_for(target, layout, conv_rule=conv_rule, mod=model.mod)
+            if options.label not in labels:
+                labels.append(options.label)
             x = model.example_input()
             out = run_local(pipeline.build(model.mod, target, None, options=options)[0], x)
             ref = model.reference(x)
@@ -81,4 +84,4 @@ def _verify(variants, frontends, host, *, seed: int, tolerance: float, threads: 
             rows.append(row)
             if on_row:
                 on_row(row)
-    return VerifyResult(rows, tolerance, host.target, measured, options.label)
+    return VerifyResult(rows, tolerance, host.target, measured, "; ".join(labels))

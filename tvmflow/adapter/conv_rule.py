@@ -4,16 +4,16 @@ NeoCPU (Liu et al., USENIX ATC'19) and ONNX Runtime's MLAS NCHWc kernels schedul
 ``NCHW[x]c`` the same way on every CPU, with no search:
 
 * the output-channel lanes of a chunk (``ob``, the block) are the vector;
-* a register tile of ``xi`` output columns by one vector of output lanes is accumulated in
-  registers while the reduction runs over the input chunks, the kernel rows and columns and
-  the input lanes (``icc, kh, kw, icb``): per input lane one weight vector load, ``xi``
-  broadcasts and ``xi`` FMAs;
+* a register tile of ``xi`` output columns by ``oci`` output chunks (one vector of lanes
+  each) is accumulated in registers while the reduction runs over the input chunks, the
+  kernel rows and columns and the input lanes (``icc, kh, kw, icb``): per input lane ``oci``
+  weight vector loads, ``xi`` broadcasts and ``xi * oci`` FMAs (:func:`register_tile`);
 * the outer loops (batch, output chunk, row) are fused and run in parallel, the columns are
   cut into ``ow // xi`` tiles, and the fused epilogue (bias, ReLU, ...) runs on each tile
   while it is still in registers;
 * zero padding of the input is a separate, parallel pass.
 
-:class:`Conv2dNCHWc` is that schedule as a ``dlight`` rule: :func:`apply_pass` schedules
+:func:`schedule_conv` is that schedule; the module pass of :func:`apply_pass` schedules
 every fused PrimFunc whose main block is the ``conv2d_NCHWc`` compute of :mod:`.nchwc` and
 marks it ``tirx.is_scheduled``, so MetaSchedule neither extracts it as a task nor applies a
 record to it.  The other PrimFuncs (pools, convs left in NCHW) are tuned as before.
@@ -27,18 +27,31 @@ RULE_ATTR = "tvmflow.fixed_rule"  # set on the PrimFuncs this rule scheduled
 
 def accumulators(lanes: int) -> int:
     """Vector accumulators a register tile may hold: the register file (32 vector registers
-    with AVX-512, 16 with AVX2) less room for the weight vectors and the broadcast operand."""
-    return 24 if lanes >= 16 else 12
+    with AVX-512, 16 with AVX2 and NEON) less room for the weight vectors and the broadcast
+    operand."""
+    return 28 if lanes >= 16 else 12
 
 
 def register_tile(ow: int, occ: int, lanes: int) -> tuple[int, int]:
-    """``(columns, output chunks)`` of a register tile: the most columns of the output row
-    (a divisor of ``ow``), then as many output chunks (a divisor of ``occ``) as the
-    accumulators still allow, so that each broadcast input value feeds several FMAs."""
+    """``(columns, output chunks)`` of a register tile: ``xi`` columns of the output row (a
+    divisor of ``ow``) by ``oci`` output chunks (a divisor of ``occ``), at most
+    :func:`accumulators` vectors.
+
+    Each step of the reduction loads ``oci`` weight vectors and broadcasts ``xi`` input values
+    for ``xi * oci`` FMAs, so the tile with the fewest loads per FMA, ``1/xi + 1/oci``, keeps
+    the load ports from starving the FMA units: a square-ish tile (4 x 4, 4 x 6, 4 x 7), as in
+    MLAS's NCHWc kernels, rather than a long row of columns.  Ties go to the larger tile, then
+    to more columns.  (Measured on pruned-a8's blocked convs, 2 threads, Emerald Rapids: 4 x 4
+    ran 1.25-1.6x as fast as 16 x 1 on the 16- and 32-wide rows; README.)
+    """
     cap = accumulators(lanes)
-    xi = max(d for d in range(1, min(ow, cap) + 1) if ow % d == 0)
-    oci = max(d for d in range(1, max(1, cap // xi) + 1) if occ % d == 0)
-    return xi, oci
+    best = None
+    for xi in (d for d in range(1, min(ow, cap) + 1) if ow % d == 0):
+        for oci in (d for d in range(1, min(occ, cap // xi) + 1) if occ % d == 0):
+            key = (1 / xi + 1 / oci, -xi * oci, -xi)
+            if best is None or key < best[0]:
+                best = (key, (xi, oci))
+    return best[1]
 
 
 def _extent(sch, loop) -> int:

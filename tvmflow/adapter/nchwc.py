@@ -1,6 +1,6 @@
 """The NCHWc layout (NeoCPU / ONNX Runtime's NCHWc transformer) for CPU targets.
 
-Three Relax passes, run by :mod:`.pipeline` for ``layout="NCHWc"``:
+Relax passes, run by :mod:`.pipeline` for ``layout="NCHWc"``:
 
 * :func:`pad_channels_pass` -- before the layout change, zero-pad every plain conv2d
   (groups 1, or depthwise) whose channel count is not a multiple of the block, so that it
@@ -13,6 +13,10 @@ Three Relax passes, run by :mod:`.pipeline` for ``layout="NCHWc"``:
   add, ReLU and the pools along and leaves convs whose channels do not divide by the block
   (grouped convs with odd per-group widths) in NCHW, as ORT does.  The weights' layout
   transforms are on constants, so ``FoldConstant`` prepacks them at compile time.
+* :func:`stem_pass` (option ``blocked_stem``) -- the first conv, on 3 input channels, reads
+  its input as one chunk and writes the blocked layout itself;
+* :func:`shuffle_pass` (option ``blocked_shuffle``) -- channel shuffles become one gather in
+  the blocked layout instead of two transforms;
 * :func:`legalize_map` -- a LegalizeOps entry for conv2d in a blocked layout, to
   :func:`conv2d_nchwc` (TVM 0.27's stock legalization refuses 5-D layouts); NCHW convs
   keep the stock one.
@@ -232,6 +236,299 @@ def convert_layout_pass(block: int):
     from tvm import relax
     return relax.transform.ConvertLayout(
         {"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]})
+
+
+class _Bindings:
+    """The bound value of each variable of a Relax function, and how often each is used."""
+
+    def __init__(self):
+        self.value: dict[Any, Any] = {}
+        self.uses: dict[Any, int] = {}
+
+
+def _static_shape(expr) -> list[int] | None:
+    """The static shape of a Relax expression, or None."""
+    try:
+        return [int(d) for d in expr.ty.shape.values]
+    except (TypeError, AttributeError):
+        return None
+
+
+def _bindings(func) -> _Bindings:
+    from tvm import relax
+    out = _Bindings()
+
+    @relax.expr_functor.visitor
+    class _Scan(relax.PyExprVisitor):
+        def visit_var_binding_(self, binding):
+            out.value[binding.var] = binding.value
+            super().visit_var_binding_(binding)
+
+        def visit_var_(self, var):
+            out.uses[var] = out.uses.get(var, 0) + 1
+
+        def visit_dataflow_var_(self, var):
+            out.uses[var] = out.uses.get(var, 0) + 1
+
+    _Scan().visit_expr(func)
+    return out
+
+
+def _rewrite_transforms(name: str, match, emit):
+    """A module pass that rewrites the chains ending at a ``layout_transform``.
+
+    ``match(bindings, call)`` looks at each ``layout_transform`` call of a Relax function and
+    returns ``(payload, dropped)`` or None: ``dropped`` are the variables of the chain, used
+    only inside it, whose bindings go; ``emit(builder, visit, payload)`` emits the
+    replacement and returns the expression the transform's variable then stands for.
+    """
+    import tvm
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class _Rewrite(relax.PyExprMutator):
+        def __init__(self, mod, rewrites, skip):
+            super().__init__(mod)
+            self.rewrites, self.skip = rewrites, skip
+
+        def visit_var_binding_(self, binding):
+            if binding.var in self.skip:
+                return
+            payload = self.rewrites.get(binding.var)
+            if payload is None:
+                super().visit_var_binding_(binding)
+                return
+            self.set_var_remap(binding.var, emit(self.builder_, self.visit_expr, payload))
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod, _ctx):
+        for gv, func in list(mod.functions.items()):
+            if not isinstance(func, relax.Function):
+                continue
+            scan = _bindings(func)
+            rewrites, skip = {}, set()
+            for var, value in scan.value.items():
+                if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and \
+                        value.op.name == "relax.layout_transform":
+                    found = match(scan, value)
+                    if found is not None:
+                        rewrites[var], dropped = found
+                        skip.update(dropped)
+            if rewrites:
+                mutator = _Rewrite(mod, rewrites, skip)
+                new = mutator.visit_expr(func)
+                mod = mutator.builder_.get()  # with any PrimFunc the rewrite added
+                mod[gv] = new
+        return mod
+
+    return _pass
+
+
+#: channel-wise unary ops a stem conv's epilogue may hold (see :func:`stem_pass`)
+STEM_UNARY = {"relax.nn.relu", "relax.nn.relu6", "relax.clip", "relax.sigmoid", "relax.tanh",
+              "relax.nn.silu", "relax.nn.leakyrelu"}
+STEM_BINARY = {"relax.add", "relax.multiply", "relax.subtract"}
+
+
+def stem_pass(block: int):
+    """Blocked output for the convs ``ConvertLayout`` leaves in NCHW because their input
+    channels do not divide by the block (the network's first conv, on 3 RGB channels).
+
+    ``ConvertLayout`` keeps such a conv, and its bias and activation, in NCHW and transforms
+    the activation to ``NCHW{b}c`` for the next conv -- an extra pass over the largest
+    activation of the network, and an unblocked conv.  This pass rewrites ``conv2d(x) ->
+    channel-wise epilogue -> layout_transform(NCHW -> NCHW{b}c)`` (each value used once) into
+    a conv that reads its input as one chunk of all its channels (``NCHW{cin}c``, a transform
+    of the small input only) and writes ``NCHW{b}c``, with the epilogue's per-channel
+    constants blocked alike -- what ONNX Runtime's NCHWc transformer does for the first conv
+    (its NCHW-input kernel).  Only convs of groups 1 with at most ``block`` input channels,
+    output channels a multiple of ``block`` and constant weights are rewritten.
+    """
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    def _to_blocked(idx_map, c: int) -> bool:
+        """Whether ``idx_map`` is NCHW -> NCHW{block}c."""
+        try:
+            for probe in ((0, 0, 0, 0), (0, c - 1, 2, 3), (0, min(block + 1, c - 1), 1, 0)):
+                got = [int(v) for v in idx_map.map_indices([tvm.tirx.IntImm("int64", p)
+                                                            for p in probe])]
+                want = [probe[0], probe[1] // block, probe[2], probe[3], probe[1] % block]
+                if got != want:
+                    return False
+            return True
+        except Exception:  # noqa: BLE001 - not a 4-D index map
+            return False
+
+    def _const(expr):
+        return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
+
+    def _chain(scan, start, c):
+        """``(conv call, [epilogue calls, conv first])`` ending at ``start``, or None."""
+        ops = []
+        v = start
+        while True:
+            call = scan.value.get(v)
+            if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
+                return None
+            name = call.op.name
+            if name == "relax.nn.conv2d":
+                break
+            if name in STEM_UNARY and len(call.args) == 1:
+                nxt = call.args[0]
+            elif name in STEM_BINARY and len(call.args) == 2:
+                var_args = [a for a in call.args if isinstance(a, relax.Var)]
+                consts = [_const(a) for a in call.args if not isinstance(a, relax.Var)]
+                if len(var_args) != 1 or len(consts) != 1 or consts[0] is None:
+                    return None
+                k = consts[0]
+                if not (k.size == 1 or k.shape in ((1, c, 1, 1), (c, 1, 1))):
+                    return None
+                nxt = var_args[0]
+            else:
+                return None
+            if scan.uses.get(nxt, 0) != 1:
+                return None
+            ops.append(call)
+            v = nxt
+        a = call.attrs
+        w = _const(call.args[1])
+        if (w is None or w.ndim != 4 or int(a.groups) != 1 or str(a.data_layout) != "NCHW"
+                or str(a.kernel_layout) != "OIHW" or str(a.out_layout) != "NCHW"):
+            return None
+        o, cin = w.shape[:2]
+        if o != c or o % block or cin > block or cin % block == 0:
+            return None
+        return call, [call] + ops[::-1]
+
+    def _match(scan, value):
+        src = value.args[0]
+        shape = _static_shape(src)
+        if not shape or len(shape) != 4 or scan.uses.get(src, 0) != 1 \
+                or not _to_blocked(value.attrs.index_map, shape[1]):
+            return None
+        found = _chain(scan, src, shape[1])
+        if found is None:
+            return None
+        conv, calls = found
+        # every value of the chain but the conv's input: dropped, rebuilt blocked
+        dropped, v = set(), src
+        while True:
+            dropped.add(v)
+            call = scan.value[v]
+            if call.same_as(conv):
+                break
+            v = next(a for a in call.args if isinstance(a, relax.Var))
+        return calls, dropped
+
+    def _emit(builder, visit, chain):
+        conv, *epilogue = chain
+        a = conv.attrs
+        w = _const(conv.args[1])
+        o, cin, kh, kw = w.shape
+        xb = builder.emit(relax.op.layout_transform(
+            visit(conv.args[0]), index_map=lambda n, ch, h, ww: (n, ch // cin, h, ww, ch % cin)))
+        wb = w.reshape(o // block, block, 1, cin, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+        out = builder.emit(relax.op.nn.conv2d(
+            xb, relax.const(np.ascontiguousarray(wb)), a.strides, a.padding, a.dilation, 1,
+            f"NCHW{cin}c", f"OIHW{cin}i{block}o", f"NCHW{block}c", a.out_dtype))
+        for call in epilogue:
+            args = []
+            for arg in call.args:
+                k = None if isinstance(arg, relax.Var) else _const(arg)
+                if k is None:
+                    args.append(out)
+                elif k.size == 1:
+                    args.append(arg)
+                else:
+                    kb = k.reshape(1, o // block, block, 1, 1).transpose(0, 1, 3, 4, 2)
+                    args.append(relax.const(np.ascontiguousarray(kb)))
+            out = builder.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
+        return out
+
+    return _rewrite_transforms("TvmflowBlockedStem", _match, _emit)
+
+
+def channel_shuffle_nchwc(data, groups: int):
+    """ShuffleNet's channel shuffle of ``groups`` groups, on an NCHW[x]c tensor: output
+    channel ``j * groups + a`` is input channel ``a * (C / groups) + j``, one gather."""
+    from tvm import te
+    n, cc, h, w, b = [int(d) for d in data.shape]
+    per = cc * b // groups
+
+    def body(i, oc, y, x, ob):
+        c = oc * b + ob
+        src = (c % groups) * per + c // groups
+        return data[i, src // b, y, x, src % b]
+
+    return te.compute((n, cc, h, w, b), body, name="channel_shuffle", tag="injective")
+
+
+def shuffle_pass(block: int):
+    """Channel shuffles (``reshape -> permute_dims -> reshape``) kept in NCHW[b]c.
+
+    ``ConvertLayout`` cannot carry a shuffle's reshapes along, so it wraps each one in a
+    transform back to NCHW and one to NCHW{b}c again: two extra passes over the activation
+    at every shuffle (grouped-wide has six).  This pass rewrites ``layout_transform(to NCHW)
+    -> reshape(N, g, C/g, H, W) -> permute_dims(0, 2, 1, 3, 4) -> reshape(N, C, H, W) ->
+    layout_transform(to NCHW{b}c)`` (each value used once) into one gather in the blocked
+    layout (:func:`channel_shuffle_nchwc`)."""
+    import tvm
+    from tvm import relax
+
+    def _maps(idx_map, probe, want) -> bool:
+        try:
+            got = [int(v) for v in idx_map.map_indices([tvm.tirx.IntImm("int64", p)
+                                                        for p in probe])]
+            return got == list(want)
+        except Exception:  # noqa: BLE001 - another rank
+            return False
+
+    def _op(scan, var, name):
+        call = scan.value.get(var)
+        if isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and \
+                call.op.name == name and scan.uses.get(var, 0) == 1:
+            return call
+        return None
+
+    def _match(scan, t2):
+        """``((blocked input, groups), the values replaced)`` of a shuffle ending at ``t2``."""
+        r2 = t2.args[0]
+        reshape2 = _op(scan, r2, "relax.reshape")
+        perm = None if reshape2 is None else _op(scan, reshape2.args[0], "relax.permute_dims")
+        reshape1 = None if perm is None else _op(scan, perm.args[0], "relax.reshape")
+        back = None if reshape1 is None else _op(scan, reshape1.args[0],
+                                                 "relax.layout_transform")
+        if back is None:
+            return None
+        src = back.args[0]
+        blocked, flat, five = _static_shape(src), _static_shape(r2), _static_shape(perm.args[0])
+        if not blocked or len(blocked) != 5 or blocked[4] != block or not flat or \
+                len(flat) != 4 or not five or len(five) != 5:
+            return None
+        n, c, h, w = flat
+        g = five[1]
+        axes = [int(a) for a in perm.attrs.axes]
+        if axes != [0, 2, 1, 3, 4] or five != [n, g, c // g, h, w] or c % g or \
+                blocked != [n, c // block, h, w, block] or \
+                _static_shape(reshape1.args[0]) != flat:
+            return None
+        probe = (0, min(1, blocked[1] - 1), 1, 0, block - 1)
+        if not _maps(back.attrs.index_map, probe,
+                     (0, probe[1] * block + probe[4], probe[2], probe[3])):
+            return None
+        c0 = min(block + 1, c - 1)
+        if not _maps(t2.attrs.index_map, (0, c0, 1, 0), (0, c0 // block, 1, 0, c0 % block)):
+            return None
+        return (src, g), {r2, reshape2.args[0], perm.args[0], reshape1.args[0]}
+
+    def _emit(builder, visit, found):
+        src, g = found
+        return builder.emit_te(channel_shuffle_nchwc, visit(src), g,
+                               primfunc_name_hint="channel_shuffle")
+
+    return _rewrite_transforms("TvmflowBlockedShuffle", _match, _emit)
 
 
 #: the TE compute blocked convs lower to: "split" (:func:`conv2d_nchwc`, the default) or

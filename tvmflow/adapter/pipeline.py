@@ -51,6 +51,8 @@ class PipelineOptions:
     block: int = 0            # NCHWc channel block; 0 = the target's vector width
     pad_channels: bool = True  # NCHWc: zero-pad odd channel counts up to the block
     conv_rule: str = "search"  # NCHWc: blocked convs searched, or the fixed rule (CONV_RULES)
+    blocked_stem: bool = False  # NCHWc: the first conv writes NCHWc itself (nchwc.stem_pass)
+    blocked_shuffle: bool = False  # NCHWc: channel shuffles stay blocked (nchwc.shuffle_pass)
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
@@ -61,6 +63,10 @@ class PipelineOptions:
         if self.conv_rule != "search" and self.layout != "NCHWc":
             raise TvmflowError(f"the {self.conv_rule} conv rule needs layout NCHWc, "
                                f"not {self.layout}")
+        if self.blocked_stem and self.layout != "NCHWc":
+            raise TvmflowError(f"the blocked stem needs layout NCHWc, not {self.layout}")
+        if self.blocked_shuffle and self.layout != "NCHWc":
+            raise TvmflowError(f"the blocked shuffle needs layout NCHWc, not {self.layout}")
         if self.block < 0 or (self.block and self.layout != "NCHWc"):
             raise TvmflowError(f"block {self.block} needs layout NCHWc and a positive value")
 
@@ -82,6 +88,10 @@ class PipelineOptions:
         if self.layout == "NCHWc":
             parts.append("padded" if self.pad_channels else "unpadded")
             parts.append("fixed conv rule" if self.conv_rule == "fixed" else "convs searched")
+            if self.blocked_stem:
+                parts.append("blocked stem")
+            if self.blocked_shuffle:
+                parts.append("blocked shuffle")
         parts.append("BN folded" if self.fold_bn else "BN unfolded")
         parts.append("prepack" if self.prepack else "no prepack")
         return ", ".join(parts)
@@ -94,14 +104,14 @@ class PipelineOptions:
         if not data:
             return cls()
         known = {k: data[k] for k in ("prepack", "fold_bn", "layout", "block", "pad_channels",
-                                      "conv_rule") if k in data}
+                                      "conv_rule", "blocked_stem", "blocked_shuffle")
+                 if k in data}
         return cls(**known)
 
 
 DEFAULT = PipelineOptions()
-#: the layout a CPU (llvm) target gets when neither the user nor a tuning log chooses one.
-#: NCHW: at the budgets measured so far MetaSchedule's search finds faster NCHW schedules
-#: than NCHWc ones (benchmarks/levers.py; README, "Tuning"); NCHWc is `--layout NCHWc`.
+#: the layout a CPU (llvm) target gets when neither the user nor a tuning log chooses one and
+#: no model is at hand to choose by (:func:`default_options`).
 CPU_DEFAULT_LAYOUT = "NCHW"
 #: the conv rule a new NCHWc build or tune gets unless one is named: the fixed rule, which ran
 #: 1.21x as fast as MetaSchedule's search on the blocked convs (pruned-a8, emeraldrapids, 320
@@ -110,22 +120,38 @@ CPU_DEFAULT_LAYOUT = "NCHW"
 NCHWC_DEFAULT_RULE = "fixed"
 
 
-def default_options(target) -> PipelineOptions:
-    """The pipeline a new tune (and a compile without a log) uses for ``target``:
-    :data:`CPU_DEFAULT_LAYOUT` on CPUs (with the target's vector block for NCHWc), NCHW on
-    GPUs."""
+def nchwc_fits(target, mod) -> bool:
+    """Whether ``mod`` runs NCHWc end to end on ``target``: an x86 target (AVX2 or AVX-512
+    blocks), every conv blocked (the stem included) and the layout transformed only at the
+    input and the output.  A model whose channel shuffles or narrow group convs need NCHW in
+    between (grouped, grouped-wide) pays a transform at each of them and keeps NCHW, as it
+    ran faster there (README, "Layouts")."""
+    tgt = _target(target)
+    if tgt.kind.name != "llvm" or str(tgt.attrs.get("mtriple", "") or "").startswith(
+            ("aarch64", "arm")):
+        return False  # NEON: NCHWc is not measured on a board yet
+    summary = layout_summary(mod, tgt, options_for(tgt, "NCHWc"))
+    return "NCHW" not in summary["convs"] and summary["data_transforms"] <= 2
+
+
+def default_options(target, mod=None) -> PipelineOptions:
+    """The pipeline a new tune (and a compile without a log) uses for ``target``: on an x86
+    CPU, NCHWc with the fixed conv rule when :func:`nchwc_fits` the model ``mod``, else
+    :data:`CPU_DEFAULT_LAYOUT`; NCHW on other CPUs and on GPUs."""
     tgt = _target(target)
     if tgt.kind.name == "llvm":
+        if mod is not None and nchwc_fits(tgt, mod):
+            return options_for(tgt, "NCHWc")
         return PipelineOptions(layout=CPU_DEFAULT_LAYOUT).resolved(tgt)
     return PipelineOptions()
 
 
 def options_for(target, layout: str | None = None, pad_channels: bool = True,
-                conv_rule: str | None = None) -> PipelineOptions:
-    """``layout`` (None: the target's default) as resolved options for ``target``;
-    ``conv_rule`` None keeps the default's (or "search")."""
+                conv_rule: str | None = None, mod=None) -> PipelineOptions:
+    """``layout`` (None: the target's default for the model ``mod``) as resolved options for
+    ``target``; ``conv_rule`` None keeps the default's (or "search")."""
     if layout is None:
-        opts = default_options(target)
+        opts = default_options(target, mod)
         changes = {} if pad_channels else {"pad_channels": False}
         if conv_rule is not None:
             changes["conv_rule"] = conv_rule
@@ -133,8 +159,9 @@ def options_for(target, layout: str | None = None, pad_channels: bool = True,
             if changes else opts
     if conv_rule is None:
         conv_rule = NCHWC_DEFAULT_RULE if layout == "NCHWc" else "search"
-    return PipelineOptions(layout=layout, pad_channels=pad_channels,
-                           conv_rule=conv_rule).resolved(target)
+    return PipelineOptions(layout=layout, pad_channels=pad_channels, conv_rule=conv_rule,
+                           blocked_stem=layout == "NCHWc",
+                           blocked_shuffle=layout == "NCHWc").resolved(target)
 
 
 def _target(target):
@@ -164,6 +191,10 @@ def _graph_passes(target, options: PipelineOptions) -> list:
         if options.pad_channels:
             passes.append(nchwc.pad_channels_pass(block))
         passes += [nchwc.convert_layout_pass(block), t.CanonicalizeBindings()]
+        if options.blocked_stem:
+            passes.append(nchwc.stem_pass(block))
+        if options.blocked_shuffle:
+            passes.append(nchwc.shuffle_pass(block))
     return passes
 
 

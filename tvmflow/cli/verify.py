@@ -15,7 +15,8 @@ from . import cli
 @click.option("--threads", type=int, default=None,
               help="TVM threads [default: $TVM_NUM_THREADS, else this machine's cores].")
 @click.option("--layout", type=click.Choice(["NCHW", "NHWC", "NCHWc"]), default=None,
-              help="Conv layout of the build [default: the host's default].")
+              help="Conv layout of the build [default: the host's for each model: NCHWc "
+                   "where it runs blocked end to end, else NCHW].")
 @click.option("--conv-rule", type=click.Choice(["search", "fixed"]), default=None,
               help="With --layout NCHWc: the blocked convs untuned, or on the fixed rule.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
