@@ -68,6 +68,24 @@ def _ceil(n: int, b: int) -> int:
     return -(-n // b) * b
 
 
+def _const(expr):
+    """The numpy value of a Relax constant, or None."""
+    import tvm
+    return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
+
+
+def _maps(idx_map, probe, want) -> bool:
+    """Whether the index map sends the indices ``probe`` to ``want`` (False for a map of
+    another rank)."""
+    import tvm
+    try:
+        got = [int(v) for v in idx_map.map_indices([tvm.tirx.IntImm("int64", p)
+                                                    for p in probe])]
+        return got == list(want)
+    except Exception:  # noqa: BLE001 - another rank
+        return False
+
+
 def pad_channels_pass(block: int):
     """Zero-pad conv channels to multiples of ``block`` (see the module docstring)."""
     import numpy as np
@@ -96,11 +114,6 @@ def pad_channels_pass(block: int):
                 c, _cp = self.real[expr]
                 return self.builder_.emit(relax.op.strided_slice(expr, [1], [0], [c]))
             return expr
-
-        def _const(self, expr):
-            if isinstance(expr, tvm.ir.expr.Constant):
-                return expr.value.numpy()
-            return None
 
         def visit_var_binding_(self, binding):
             value = binding.value
@@ -141,7 +154,7 @@ def pad_channels_pass(block: int):
         def _conv(self, call):
             x, w = call.args
             a = call.attrs
-            wt = self._const(w)
+            wt = _const(w)
             ok = (wt is not None and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW"
                   and str(a.out_layout) == "NCHW" and wt.ndim == 4)
             if not ok:
@@ -190,7 +203,7 @@ def pad_channels_pass(block: int):
                     if isinstance(arg, relax.Var) and arg in self.real:
                         new_args.append(arg)
                         continue
-                    val = self._const(arg)
+                    val = _const(arg)
                     shape = self._shape(arg)
                     if shape is None:
                         return self._unpad_all(call), None
@@ -350,19 +363,8 @@ def stem_pass(block: int):
 
     def _to_blocked(idx_map, c: int) -> bool:
         """Whether ``idx_map`` is NCHW -> NCHW{block}c."""
-        try:
-            for probe in ((0, 0, 0, 0), (0, c - 1, 2, 3), (0, min(block + 1, c - 1), 1, 0)):
-                got = [int(v) for v in idx_map.map_indices([tvm.tirx.IntImm("int64", p)
-                                                            for p in probe])]
-                want = [probe[0], probe[1] // block, probe[2], probe[3], probe[1] % block]
-                if got != want:
-                    return False
-            return True
-        except Exception:  # noqa: BLE001 - not a 4-D index map
-            return False
-
-    def _const(expr):
-        return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
+        return all(_maps(idx_map, p, (p[0], p[1] // block, p[2], p[3], p[1] % block))
+                   for p in ((0, 0, 0, 0), (0, c - 1, 2, 3), (0, min(block + 1, c - 1), 1, 0)))
 
     def _chain(scan, start, c):
         """``(conv call, [epilogue calls, conv first])`` ending at ``start``, or None."""
@@ -476,14 +478,6 @@ def shuffle_pass(block: int):
     layout (:func:`channel_shuffle_nchwc`)."""
     import tvm
     from tvm import relax
-
-    def _maps(idx_map, probe, want) -> bool:
-        try:
-            got = [int(v) for v in idx_map.map_indices([tvm.tirx.IntImm("int64", p)
-                                                        for p in probe])]
-            return got == list(want)
-        except Exception:  # noqa: BLE001 - another rank
-            return False
 
     def _op(scan, var, name):
         call = scan.value.get(var)

@@ -123,13 +123,13 @@ NCHWC_DEFAULT_RULE = "fixed"
 def nchwc_fits(target, mod) -> bool:
     """Whether ``mod`` runs NCHWc end to end on ``target``: an x86 target (AVX2 or AVX-512
     blocks), every conv blocked (the stem included) and the layout transformed only at the
-    input and the output.  A model whose channel shuffles or narrow group convs need NCHW in
-    between (grouped, grouped-wide) pays a transform at each of them and keeps NCHW, as it
-    ran faster there (README, "Layouts")."""
+    input and the output.  A model whose narrow group convs need NCHW in between (grouped)
+    pays a transform at each of them and keeps NCHW, as it ran faster there (README, "The
+    NCHWc layout")."""
+    from .nchwc import vector_block
     tgt = _target(target)
-    if tgt.kind.name != "llvm" or str(tgt.attrs.get("mtriple", "") or "").startswith(
-            ("aarch64", "arm")):
-        return False  # NEON: NCHWc is not measured on a board yet
+    if tgt.kind.name != "llvm" or vector_block(tgt) < 8:
+        return False  # NEON (block 4): NCHWc is not measured on a board yet
     summary = layout_summary(mod, tgt, options_for(tgt, "NCHWc"))
     return "NCHW" not in summary["convs"] and summary["data_transforms"] <= 2
 
@@ -295,8 +295,7 @@ def _numpy_fold_pass():
     unary = {"relax.sqrt": np.sqrt, "relax.rsqrt": lambda a: 1 / np.sqrt(a),
              "relax.negative": np.negative}
 
-    def _value(arg):
-        return arg.value.numpy() if isinstance(arg, tvm.ir.expr.Constant) else None
+    from .nchwc import _const as _value
 
     def _fold(call):
         if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
