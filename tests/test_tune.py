@@ -155,7 +155,7 @@ def test_second_tune_of_same_log_is_refused(tuned):
 def test_two_real_tunes_at_once(tmp_path):
     """Start two real tunes of one log; exactly one tunes, the other is refused."""
     cmd = [sys.executable, "-m", "tvmflow", "tune", "-v", VARIANT, "--trials", "8",
-           "--per-round", "8"]
+           "--per-round", "8", "--layout", "NCHW"]
     a = subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     d = S.schedule_dir("host", VARIANT, tmp_path)
@@ -173,8 +173,11 @@ def test_cuda_without_gpu_or_tracker_fails_fast(tmp_path):
     out = subprocess.run([sys.executable, "-m", "tvmflow", "tune", "--target", "cuda", "-v",
                           VARIANT], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    assert "Error: cannot tune for cuda: this machine has no CUDA GPU" in out.stderr
-    assert "--tracker" in out.stderr and "Traceback" not in out.stderr
+    # the missing piece is named (no driver library on a CPU machine), and both ways out
+    assert "Error: cannot tune for cuda: no CUDA GPU here" in out.stderr
+    assert "libcuda.so.1" in out.stderr
+    assert "--tracker" in out.stderr and "--dry-run" in out.stderr
+    assert "Traceback" not in out.stderr
     assert not (tmp_path / "cuda").exists()
 
 
@@ -186,8 +189,10 @@ def test_tracker_without_key_is_an_error(tmp_path):
 def test_tune_through_rpc_tracker(tmp_path):
     from tvmflow.adapter.rpc import local_rpc
     with local_rpc(servers=1, key="tvmflow-tune-test", log_dir=tmp_path) as rpc:
+        # NCHW: on an AVX2 CPU NCHWc leaves tasks of 1-2 candidates, and MetaSchedule's
+        # last round then overshoots the budget (8 -> 13 on znver1)
         out = _tune(tmp_path, "--trials", 8, "--per-round", 8, "--tracker", rpc.tracker_address,
-                    "--key", "tvmflow-tune-test", "--json")
+                    "--key", "tvmflow-tune-test", "--json", "--layout", "NCHW")
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout)[0]
     assert res["trials_run"] == 8 and res["valid"] > 0

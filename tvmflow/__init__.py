@@ -14,8 +14,6 @@ TVM itself is imported lazily, on the first call that needs it.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
-
 from .errors import TvmflowError
 from .registry import create_model, get_spec, list_models
 from .frontend import import_model
@@ -28,10 +26,7 @@ from .prune import prune
 from .profile import profile
 from .sweep import sweep
 
-try:
-    __version__ = _version("tvmflow")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
+from ._version import __version__
 
 __all__ = ["TvmflowError", "bench", "compare", "compile", "create_model", "get_spec",
            "import_model", "list_models", "profile", "prune", "run", "sweep", "tune", "verify",

@@ -4,8 +4,17 @@ For a host target ``bench`` and ``compare`` also time the variant in PyTorch eag
 (``torch.set_num_threads(N)``) and in ONNX Runtime (CPU provider, ``intra_op_num_threads =
 N``), with the N threads TVM gets too (the target's ``num-cores``, or ``--threads``: see
 :mod:`tvmflow.threads`), so "TVM is N x faster than the best baseline" is a measured ratio,
-not a remembered one.  :meth:`Runner.measured_threads` reads back what each runtime reports.  Each baseline is a *runner* with the same interface as
-the TVM module (:class:`Runner`), so they interleave with it in rounds.
+not a remembered one.  :meth:`Runner.measured_threads` reads back what each runtime reports.
+
+For a CUDA target on this machine's GPU the baselines are GPU ones (:data:`GPU_BASELINES`):
+PyTorch eager on the GPU and ``torch.compile(mode="reduce-overhead")`` (Inductor kernels
+replayed as CUDA graphs), both timed with CUDA events around each single run, as TVM's
+``time_evaluator`` times the module on the device; ONNX Runtime only where its CUDA
+execution provider is installed.  A GPU baseline that cannot be set up is left out with its
+reason (:func:`make_gpu_baselines`): a GPU lease is too short to lose to one of them.
+
+Each baseline is a *runner* with the same interface as the TVM module (:class:`Runner`), so
+they interleave with it in rounds.
 """
 
 from __future__ import annotations
@@ -14,14 +23,20 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .errors import TvmflowError
 
 BASELINES = ("torch", "onnxruntime")
-LABELS = {"tvm": "TVM", "torch": "PyTorch eager", "onnxruntime": "ONNX Runtime"}
+GPU_BASELINES = ("torch-cuda", "torch-compile", "onnxruntime-cuda")
+LABELS = {"tvm": "TVM", "torch": "PyTorch eager", "onnxruntime": "ONNX Runtime",
+          "torch-cuda": "PyTorch eager (CUDA)",
+          "torch-compile": "torch.compile reduce-overhead (CUDA)",
+          "onnxruntime-cuda": "ONNX Runtime (CUDA EP)"}
+SHORT = {"tvm": "TVM", "torch": "PyTorch", "onnxruntime": "ORT", "torch-cuda": "PyTorch",
+         "torch-compile": "torch.compile", "onnxruntime-cuda": "ORT"}
 
 
 @dataclass
@@ -113,7 +128,7 @@ class TorchRunner(Runner):
 
 
 class OrtRunner(Runner):
-    def __init__(self, variant: str, model, x: np.ndarray, threads: int):
+    def __init__(self, variant: str, model, x: np.ndarray, threads: int, cuda: bool = False):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -121,7 +136,8 @@ class OrtRunner(Runner):
                                hint="pip install onnxruntime, or pass --no-baselines") from None
         from .adapter.frontend import export_onnx
         import torch
-        super().__init__("onnxruntime", variant, {"threads": threads, "version": ort.__version__})
+        super().__init__("onnxruntime-cuda" if cuda else "onnxruntime", variant,
+                         {"threads": threads, "version": ort.__version__})
         self._tmp = tempfile.TemporaryDirectory(prefix="tvmflow-ort-")
         path = export_onnx(model, torch.from_numpy(np.ascontiguousarray(x)),
                            Path(self._tmp.name) / f"{variant}.onnx")
@@ -130,7 +146,12 @@ class OrtRunner(Runner):
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        providers = ["CUDAExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+        self.sess = ort.InferenceSession(str(path), opts, providers=providers)
+        if cuda and "CUDAExecutionProvider" not in self.sess.get_providers():
+            raise TvmflowError(f"ONNX Runtime did not take its CUDA provider for {variant} "
+                               f"(session providers: {self.sess.get_providers()})")
+        self.info["providers"] = list(self.sess.get_providers())
         self.name = self.sess.get_inputs()[0].name
         self.feed = {self.name: np.ascontiguousarray(x)}
 
@@ -156,6 +177,111 @@ class OrtRunner(Runner):
 
     def close(self) -> None:
         self._tmp.cleanup()
+
+
+def event_times(call: Callable[[], Any], repeat: int, new_event: Callable[[], Any],
+                synchronize: Callable[[], None]) -> np.ndarray:
+    """``repeat`` single-run latencies (s) of ``call``, each between two device events.
+
+    ``new_event()`` gives a timing event with ``record()`` and ``elapsed_time(other)`` in ms
+    (``torch.cuda.Event(enable_timing=True)``).  The events are all read after one final
+    ``synchronize()``, so the host never waits between runs: each sample is the device's time
+    from the start of one run to its end, as TVM's ``time_evaluator`` (number=1) measures.
+    """
+    pairs = []
+    for _ in range(max(int(repeat), 1)):
+        start, end = new_event(), new_event()
+        start.record()
+        call()
+        end.record()
+        pairs.append((start, end))
+    synchronize()
+    return np.array([start.elapsed_time(end) * 1e-3 for start, end in pairs])
+
+
+class TorchCudaRunner(Runner):
+    """PyTorch on the GPU: eager, or ``torch.compile(mode=...)`` ("reduce-overhead": Inductor
+    kernels replayed as CUDA graphs).  Timed with CUDA events (:func:`event_times`)."""
+
+    def __init__(self, variant: str, model, x: np.ndarray, compile_mode: str | None = None):
+        import torch
+        if not torch.cuda.is_available():
+            raise TvmflowError(f"PyTorch {torch.__version__} sees no CUDA GPU here")
+        super().__init__("torch-compile" if compile_mode else "torch-cuda", variant,
+                         {"version": torch.__version__, "timer": "CUDA events",
+                          "device": torch.cuda.get_device_name(0), "compile_mode": compile_mode})
+        self._torch = torch
+        dev = torch.device("cuda", 0)
+        self.model = model.eval().to(dev)
+        self.x = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
+        self.fn = torch.compile(self.model, mode=compile_mode) if compile_mode else self.model
+        self.graphs = compile_mode == "reduce-overhead"
+
+    def _call(self):
+        if self.graphs:   # a new step: the graph may reuse the last run's output buffers
+            self._torch.compiler.cudagraph_mark_step_begin()
+        return self.fn(self.x)
+
+    def run(self, n: int = 1) -> None:
+        with self._torch.inference_mode():
+            for _ in range(n):
+                self._call()
+        self._torch.cuda.synchronize()
+
+    def time(self, repeat: int) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            return event_times(self._call, repeat, lambda: torch.cuda.Event(enable_timing=True),
+                               torch.cuda.synchronize)
+
+    def output(self) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self._call().detach().cpu().numpy()
+
+
+def ort_cuda_provider() -> str | None:
+    """Why ONNX Runtime cannot run on the GPU here, or None when its CUDA provider exists."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "onnxruntime is not installed"
+    providers = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in providers:
+        return (f"onnxruntime {ort.__version__} has no CUDA execution provider (it has "
+                f"{', '.join(providers)}; onnxruntime-gpu has it)")
+    return None
+
+
+def make_gpu_baselines(variant: str, model, x: np.ndarray, threads: int,
+                       kinds=GPU_BASELINES) -> tuple[list[Runner], dict[str, str]]:
+    """The GPU baselines that can run here, and for each left out, why."""
+    import copy
+    runners: list[Runner] = []
+    skipped: dict[str, str] = {}
+    for kind in kinds:
+        try:
+            if kind == "torch-cuda":
+                runners.append(TorchCudaRunner(variant, copy.deepcopy(model), x))
+            elif kind == "torch-compile":
+                runners.append(TorchCudaRunner(variant, copy.deepcopy(model), x,
+                                               compile_mode="reduce-overhead"))
+            elif kind == "onnxruntime-cuda":
+                why = ort_cuda_provider()
+                if why:
+                    skipped[kind] = why
+                    continue
+                runners.append(OrtRunner(variant, model, x, threads, cuda=True))
+            else:
+                raise TvmflowError(f"unknown GPU baseline {kind!r}; choose from "
+                                   f"{', '.join(GPU_BASELINES)}")
+        except TvmflowError as exc:
+            if "unknown GPU baseline" in exc.message:
+                raise
+            skipped[kind] = exc.message
+        except Exception as exc:  # noqa: BLE001 - torch.compile & co. fail in many ways
+            lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+            skipped[kind] = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+    return runners, skipped
 
 
 def make_baselines(variant: str, model, x: np.ndarray, threads: int,

@@ -41,7 +41,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .baselines import GPU_BASELINES, LABELS
 from .errors import TvmflowError
+from .package import tvmflow_version
 from .report import BenchReport, VariantResult, check_outputs
 from .session import Route, open_session, preflight
 from .threads import resolve as resolve_threads
@@ -164,24 +166,29 @@ def module_from_package(variant: str, pkg, compiled_now: bool = False) -> Module
                      arch=triple_arch(pkg.cpu_triple), sidecar=sidecar, compiled_now=compiled_now)
 
 
-def ensure_module(variant: str, target: str, *, seed: int = 0, say: Say = _quiet) -> ModuleRef:
+def ensure_module(variant: str, target: str, *, seed: int = 0, say: Say = _quiet,
+                  cuda_graph: bool = False) -> ModuleRef:
     """The variant's compiled module for ``target`` (tvmflow compile's default output path).
 
     Compiled first (with the tuned schedules where they exist) when it is missing, or stale:
-    another variant cfg, target preset, tvmflow version or schedule database, or another seed.
+    another variant cfg, target preset, tvmflow version or schedule database, another seed,
+    or compiled with(out) CUDA graphs when asked for the other.
     """
     from .compile import compile as compile_variant
-    from .compile import default_output
+    from .compile import cuda_graph_reason, default_output
     from .package import Package, stale_reason
     path = default_output(target, variant)
     reason = stale_reason(path) if path.exists() else "not compiled yet"
     if reason is None:
         pkg = Package.load(path)
-        if pkg.seed == seed:
+        if pkg.seed != seed:
+            reason = f"compiled with seed {pkg.seed}, asked for {seed}"
+        elif pkg.cuda_graph != bool(cuda_graph):
+            reason = cuda_graph_reason(pkg.cuda_graph)
+        else:
             return module_from_package(variant, pkg)
-        reason = f"compiled with seed {pkg.seed}, asked for {seed}"
     say(f"compiling {variant} for {target} ({reason})")
-    pkg = compile_variant(variant, target, seed=seed, on_status=say)
+    pkg = compile_variant(variant, target, seed=seed, on_status=say, cuda_graph=cuda_graph)
     return module_from_package(variant, pkg, compiled_now=True)
 
 
@@ -237,7 +244,7 @@ def environment(preset, route: Route, session=None, threads: int | None = None) 
     from . import adapter
     from .targets import _cpu_model, host_cores
     env: dict[str, Any] = {
-        "tvmflow": _version("tvmflow"), "tvm": adapter.tvm_version(),
+        "tvmflow": tvmflow_version(), "tvm": adapter.tvm_version(),
         "tvm_ffi": adapter.ffi_version(), "torch": _version("torch"),
         "onnxruntime": _version("onnxruntime"), "numpy": np.__version__,
         "python": platform.python_version(), "host": socket.gethostname(),
@@ -349,8 +356,11 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
     # one thread count for every runner: TVM (here or on the server), PyTorch, ONNX Runtime
     threads = resolve_threads(preset, threads)
     report.environment = environment(preset, route, threads=threads)
-    host_baselines = (opts.baselines and preset.device == "cpu" and not preset.is_cross
-                      and _device_is_this_machine(route))
+    here = _device_is_this_machine(route)
+    host_baselines = opts.baselines and preset.device == "cpu" and not preset.is_cross and here
+    gpu_baselines = opts.baselines and preset.is_cuda and here
+    baselines = "host" if host_baselines else "gpu" if gpu_baselines else None
+    skipped: dict[str, str] = {}
     runners_per_variant: dict[str, list] = {}
     partial_path = None
 
@@ -396,18 +406,26 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
                 for mod in mods:
                     result = report.result(mod.variant)
                     runners_per_variant[mod.variant] = _prepare_variant(
-                        mod, get_spec(mod.variant), s, result, opts, host_baselines, threads, say,
-                        tvm_threads=tvm_threads[id(s)])
+                        mod, get_spec(mod.variant), s, result, opts, baselines, threads, say,
+                        tvm_threads=tvm_threads[id(s)], skipped=skipped)
                     if server is not None:
                         result.runner_info["tvm"]["server"] = server
             _on_boards(prepare, shares)
             report.environment["threads"] = thread_counts(report)
             report.environment["baselines"] = (
                 f"PyTorch eager + ONNX Runtime in the host process, {threads} threads"
-                if host_baselines else "off (" + (
+                if host_baselines else
+                "on this machine's GPU, timed with CUDA events: " + (", ".join(
+                    LABELS[k] for k in GPU_BASELINES if k not in skipped) or "none")
+                if gpu_baselines else "off (" + (
                     "--no-baselines" if not opts.baselines else
-                    "not a host CPU target" if preset.device != "cpu" or preset.is_cross else
-                    "the device is not this machine") + ")")
+                    "not a host CPU or CUDA target" if preset.is_cross and not preset.is_cuda
+                    else "the device is not this machine") + ")")
+            if skipped:
+                report.environment["baselines_skipped"] = dict(skipped)
+            report.environment["cuda_graph"] = {m.variant: bool((m.sidecar.get("cuda") or {})
+                                                                .get("cuda_graph"))
+                                                for m in modules} if preset.is_cuda else None
             report.environment["trials"] = {m.variant: m.trials for m in modules}
             report.environment["seeds"] = {m.variant: m.seed for m in modules}
             save_partial()
@@ -492,9 +510,12 @@ def _on_boards(fn: Callable[[Any], None], shares: list) -> None:
 
 
 def _prepare_variant(mod: ModuleRef, spec, sess, result: VariantResult, opts: BenchOptions,
-                     host_baselines: bool, threads: int, say: Say,
-                     tvm_threads: int | None = None) -> list:
-    from .baselines import make_baselines
+                     baselines: str | None, threads: int, say: Say,
+                     tvm_threads: int | None = None, skipped: dict[str, str] | None = None) -> list:
+    """Load, first-run and check the module; make its baselines (``baselines``: "host" for
+    PyTorch / ONNX Runtime on the CPU, "gpu" for the GPU ones, None); a GPU baseline that
+    cannot run is left out, its reason in ``skipped``."""
+    from .baselines import make_baselines, make_gpu_baselines
     from .frontend import torch_model_for
     from .nin import example_input
     seed = mod.seed
@@ -506,7 +527,7 @@ def _prepare_variant(mod: ModuleRef, spec, sess, result: VariantResult, opts: Be
     tvm_runner.info.update(threads=threads, threads_measured=tvm_threads)
     result.first_run["tvm"] = tvm_runner.first_run()
     model = None
-    if opts.check or host_baselines:
+    if opts.check or baselines:
         model = torch_model_for(spec, seed).eval()
     if opts.check:
         import torch
@@ -516,11 +537,19 @@ def _prepare_variant(mod: ModuleRef, spec, sess, result: VariantResult, opts: Be
     else:
         result.check = {"ok": None, "skipped": True}
     runners = [tvm_runner]
-    if host_baselines:
-        for b in make_baselines(mod.variant, model, x, threads):
-            result.first_run[b.kind] = b.first_run()
-            b.info["threads_measured"] = b.measured_threads()
-            runners.append(b)
+    made: list = []
+    if baselines == "host":
+        made = make_baselines(mod.variant, model, x, threads)
+    elif baselines == "gpu":
+        made, left_out = make_gpu_baselines(mod.variant, model, x, threads)
+        for kind, why in left_out.items():
+            say(f"{mod.variant}: baseline {LABELS.get(kind, kind)} left out: {why}")
+            if skipped is not None:
+                skipped.setdefault(kind, why)
+    for b in made:
+        result.first_run[b.kind] = b.first_run()
+        b.info["threads_measured"] = b.measured_threads()
+        runners.append(b)
     for r in runners:
         result.runner_info[r.kind] = dict(r.info)
     return runners
@@ -585,17 +614,22 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
           rpc: str | None = None, tracker: str | None = None, key: str | None = None,
           command: str = "bench", options: BenchOptions | None = None,
           out_dir: str | Path | None = None, force: bool = False, seed: int = 0,
-          threads: int | None = None, say: Say = _quiet) -> BenchReport:
+          threads: int | None = None, say: Say = _quiet, cuda_graph: bool = False) -> BenchReport:
     """``tvmflow bench`` / ``compare``: resolve route and modules, then :func:`run`.
 
     ``threads`` (``--threads``) overrides the thread count of all runners alike (TVM, PyTorch,
     ONNX Runtime); default: the target's ``num-cores`` (see :mod:`tvmflow.threads`).
+    ``cuda_graph`` (CUDA targets): time modules compiled with ``--cuda-graph`` (compiled
+    so when the existing ones are not).
     """
     from .registry import resolve_variants
     from .session import resolve_route
     from .targets import get_target
     preset = get_target(target)
     threads = resolve_threads(preset, threads)          # a bad --threads fails before compiling
+    if cuda_graph and not preset.is_cuda:
+        raise TvmflowError(f"--cuda-graph needs a CUDA target; {preset.name} is "
+                           f"{preset.target.get('kind')}")
     # host modules run in a separate RPC server process by default: TVM's thread pool then
     # does not share a process with the PyTorch / ONNX Runtime baselines (or a compile)
     default_via = "rpc" if not preset.is_cross and preset.device == "cpu" else "local"
@@ -605,6 +639,14 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
         raise TvmflowError(f"target {preset.name} runs on {preset.cpu_triple.split('-')[0]}, not "
                            "on this machine", hint="give the board: --tracker HOST:PORT --key K "
                            "or --rpc HOST:PORT")
+    if route.mode in ("local", "local-rpc") and preset.is_cuda:
+        from .adapter.cuda import probe_gpu
+        gpu = probe_gpu()                 # before compiling: name what is missing
+        if not gpu.ok:
+            raise TvmflowError(f"cannot {command} {preset.name} here: no CUDA GPU on this "
+                               f"machine: {gpu.missing}",
+                               hint="give the GPU machine: --tracker HOST:PORT --key K or "
+                                    "--rpc HOST:PORT")
     if out_dir is None:
         out_dir = default_out_dir(command, preset.name)
     check_outputs(out_dir, force)
@@ -613,7 +655,8 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
     # an unreachable board, or one of another architecture, fails before the compile
     from .adapter.runtime import triple_arch
     preflight(route, opts.timeout, arch=triple_arch(preset.cpu_triple), target=preset.name)
-    modules = [ensure_module(v, preset.name, seed=seed, say=say) for v in names]
+    modules = [ensure_module(v, preset.name, seed=seed, say=say, cuda_graph=cuda_graph)
+               for v in names]
     return run(preset.name, modules, route, command=command, options=options, out_dir=out_dir,
                force=force, threads=threads, say=say)
 

@@ -99,10 +99,13 @@ def _schedules_line(info: dict[str, Any]) -> str:
                 f"  no set was tuned on {info['running_on']}: using the nearest one "
                 f"({info.get('why')}), its schedules re-applied for {info['running_on']}; "
                 f"`tvmflow tune --adapt` re-measures them here")
+    if info.get("dry_run"):
+        return (f"schedules: {info['path']} (Warning: a dry run, its run times made up: the "
+                "schedules are valid but were never measured)")
     return f"schedules: {info['path']}"
 
 
-def _build(model, preset: TargetPreset, database, info):
+def _build(model, preset: TargetPreset, database, info, cuda_graph: bool = False):
     """Build through the shared tune/compile pipeline: the log's pipeline options, or the
     target's default ones for the model when there is no log (``pipeline.default_options``)."""
     from .adapter import pipeline
@@ -110,7 +113,8 @@ def _build(model, preset: TargetPreset, database, info):
     saved = (info or {}).get("pipeline")
     options = (pipeline.PipelineOptions.from_json(saved) if saved
                else pipeline.default_options(target, model.mod))
-    executable, coverage = pipeline.build(model.mod, target, database, options=options)
+    executable, coverage = pipeline.build(model.mod, target, database, options=options,
+                                          cuda_graph=cuda_graph)
     coverage = dict(coverage)
     coverage["pipeline"] = options.to_json()
     return executable, coverage
@@ -140,10 +144,13 @@ def _weights(model) -> dict[str, Any]:
 
 def compile(variant: str, target: str | TargetPreset, output: str | Path | None = None,
             seed: int = 0, schedules: bool = True,
-            on_status: Callable[[str], None] | None = None, model=None) -> Package:
+            on_status: Callable[[str], None] | None = None, model=None,
+            cuda_graph: bool = False) -> Package:
     """Compile ``variant`` for ``target`` into a ``.so`` + sidecar; returns the Package.
 
     ``schedules=False`` ignores any tuned database (default schedules everywhere).
+    ``cuda_graph`` (CUDA targets): the module replays its kernel launches as one CUDA graph
+    (recorded in the sidecar's ``cuda`` entry).
     ``on_status`` receives progress lines for the terminal.  ``model``: the variant already
     imported by :func:`tvmflow.frontend.import_model` with this ``seed`` (saves the import
     when one variant is compiled for several targets; its module is not modified).
@@ -158,6 +165,9 @@ def compile(variant: str, target: str | TargetPreset, output: str | Path | None 
     path = resolve_output(output, target.name if isinstance(target, TargetPreset) else target,
                           spec.name)
     preset = target if isinstance(target, TargetPreset) else get_target(target)
+    if cuda_graph and not preset.is_cuda:
+        raise TvmflowError(f"--cuda-graph needs a CUDA target; {preset.name} is "
+                           f"{preset.target.get('kind')}")
     cross = find_cross_compiler(preset)
     nvcc = None
     if preset.is_cuda:
@@ -175,7 +185,7 @@ def compile(variant: str, target: str | TargetPreset, output: str | Path | None 
     elif model.spec.cfg() != spec.cfg() or model.seed != seed:
         raise TvmflowError(f"the imported model is {model.spec.name} (seed {model.seed}), not "
                            f"{spec.name} (seed {seed})")
-    executable, coverage = _build(model, preset, database, info)
+    executable, coverage = _build(model, preset, database, info, cuda_graph=cuda_graph)
     t_build = time.perf_counter() - t0
 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".so", dir=path.parent)
@@ -215,7 +225,7 @@ def compile(variant: str, target: str | TargetPreset, output: str | Path | None 
                    "build_seconds": round(t_build, 2)},
     }
     if "cuda" in exported:
-        sidecar["cuda"] = exported["cuda"]
+        sidecar["cuda"] = dict(exported["cuda"], cuda_graph=bool(cuda_graph))
     pkg = Package(path, sidecar)
     pkg.write_sidecar()
     return pkg
@@ -223,7 +233,8 @@ def compile(variant: str, target: str | TargetPreset, output: str | Path | None 
 
 def compile_if_stale(variant: str, target: str | TargetPreset, output: str | Path | None = None,
                      seed: int = 0, schedules: bool = True, force: bool = False,
-                     on_status: Callable[[str], None] | None = None) -> tuple[Package, str | None]:
+                     on_status: Callable[[str], None] | None = None,
+                     cuda_graph: bool = False) -> tuple[Package, str | None]:
     """Reuse the module at the output path when it is up to date, else compile it.
 
     Returns ``(package, why it was compiled)``; the reason is None when the existing module
@@ -250,10 +261,17 @@ def compile_if_stale(variant: str, target: str | TargetPreset, output: str | Pat
                 reason = f"compiled with seed {pkg.seed}, asked for {seed}"
             elif not schedules and pkg.sidecar.get("schedules"):
                 reason = "compiled with tuned schedules, asked for none"
+            elif pkg.cuda_graph != bool(cuda_graph):
+                reason = cuda_graph_reason(pkg.cuda_graph)
             else:
                 return pkg, None
     return compile(spec.name, preset, path, seed=seed, schedules=schedules,
-                   on_status=on_status), reason
+                   on_status=on_status, cuda_graph=cuda_graph), reason
+
+
+def cuda_graph_reason(compiled_with: bool) -> str:
+    return ("compiled with CUDA graphs, asked for none" if compiled_with
+            else "compiled without CUDA graphs, asked for --cuda-graph")
 
 
 __all__ = ["compile", "compile_if_stale", "default_output", "resolve_output", "schedule_database", "sidecar_path"]

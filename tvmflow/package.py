@@ -38,11 +38,9 @@ def sidecar_path(so_path: str | Path) -> Path:
 
 
 def tvmflow_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("tvmflow")
-    except PackageNotFoundError:
-        return "unknown"
+    """tvmflow's version (:mod:`tvmflow._version`), with or without install metadata."""
+    from ._version import __version__
+    return __version__
 
 
 def umask_mode(mode: int) -> int:
@@ -115,6 +113,11 @@ class Package:
     @property
     def cuda(self) -> dict[str, Any] | None:
         return self.sidecar.get("cuda")
+
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether the module replays its kernels as a CUDA graph (``compile --cuda-graph``)."""
+        return bool((self.cuda or {}).get("cuda_graph"))
 
     def write_sidecar(self) -> None:
         text = json.dumps(self.sidecar, indent=2, sort_keys=False) + "\n"
@@ -224,7 +227,7 @@ def schedule_record(info: dict | None) -> dict | None:
     if not info or not info.get("sha256"):
         return None
     keep = ("path", "sha256", "trials", "records", "target", "variant", "mcpu", "pipeline",
-            "tvm_version", "cpu", "running_on", "match", "note")
+            "tvm_version", "cpu", "running_on", "match", "note", "dry_run")
     return {k: _jsonable(info[k]) for k in keep if k in info}
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TvmflowError
+from .baselines import LABELS, SHORT
 from .stats import CV_HINT, CV_WARN, Latency, RatioCI, cv_warning, ratio_ci
 
 FORMAT = 1
@@ -27,8 +28,6 @@ OUTPUT_FILES = {"json": "report.json", "csv": "report.csv", "md": "report.md", "
 PARTIAL_FILE = "report.partial.json"
 REFERENCE = "original"
 ALIGNMENT = ("pruned-a8", "pruned")     # (aligned, unaligned)
-LABELS = {"tvm": "TVM", "torch": "PyTorch eager", "onnxruntime": "ONNX Runtime"}
-SHORT = {"tvm": "TVM", "torch": "PyTorch", "onnxruntime": "ORT"}
 # keys of environment["threads"] (tvmflow.threads.REPORT_KEYS) -> labels
 THREAD_LABELS = {"tvm": "TVM", "pytorch": "PyTorch eager", "onnxruntime": "ONNX Runtime"}
 

@@ -74,12 +74,13 @@ def mismatches(pkg: Package) -> list[str]:
                 what = f"AVX-512 ({what})"
             problems.append(f"it was built for {mcpu} and this CPU lacks {what}")
     if pkg.device == "cuda":
-        from .adapter.cuda import cubin_runs_on, gpu_arch
+        from .adapter.cuda import cubin_runs_on, probe_gpu
         archs = [str(a) for a in ((pkg.cuda or {}).get("archs") or [target.get("arch")])]
-        gpu = gpu_arch()
+        probe = probe_gpu()
+        gpu = probe.arch
         if gpu is None:
             problems.append(f"it needs a CUDA GPU ({', '.join(archs)}) and this machine has none "
-                            "usable")
+                            f"usable ({probe.missing})")
         elif not any(cubin_runs_on(a, gpu) for a in archs):
             problems.append(f"its CUDA code is a cubin for {', '.join(archs)} and this GPU is {gpu}")
     return problems

@@ -540,6 +540,8 @@ def database_info(target_preset, variant: str, root: Path | None = None) -> dict
                 records=integ.records, mcpu=(meta.get("target") or want).get("mcpu"),
                 target=meta.get("target", want), pipeline=meta.get("pipeline"),
                 tvm_version=meta.get("tvm_version"), est_latency_ms=meta.get("est_total_ms"))
+    if meta.get("dry_run"):
+        info["dry_run"] = True
     if choice.note:
         info.update(note=choice.note, why=choice.why, candidates=choice.ranked)
     return info

@@ -189,6 +189,10 @@ def load_preset(path: Path) -> TargetPreset:
         arch_where = f"${arch_env} (target {data['name']})"
     if target["kind"] == "cuda":
         _check_arch(target.get("arch"), arch_where)
+        if not isinstance(target.get("max_threads_per_block"), int):
+            raise TvmflowError(f"{where}: a CUDA target needs max_threads_per_block (1024 on "
+                               "every NVIDIA GPU since Kepler): MetaSchedule's thread binding "
+                               "and GPU code check read it (max_num_threads is not enough)")
     return TargetPreset(name=data["name"], description=data["description"], device=data["device"],
                         rpc_key=data["rpc_key"], target=target, host=host,
                         cross_compiler=data.get("cross_compiler") or None,

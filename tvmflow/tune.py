@@ -129,16 +129,27 @@ def _board_threads(rpc: tuple[str, int, str], threads: int) -> int | None:
         return None
 
 
-def _check_runnable(preset, rpc) -> None:
-    if rpc is not None:
+def default_workers(preset) -> int:
+    """Builder processes when ``--workers`` is not given: on a CUDA target every core but two
+    (a GPU machine has many, and each candidate is a full NVRTC compile; two are left for
+    the runner and the search), else ``min(2, cores)`` (the runner shares the cores)."""
+    from .targets import host_cores
+    cores = host_cores()
+    return max(1, cores - 2) if preset.is_cuda else max(1, min(2, cores))
+
+
+def _check_runnable(preset, rpc, dry_run: bool = False) -> None:
+    if rpc is not None or dry_run:
         return
     if preset.is_cuda:
-        from .adapter.tune import has_local_cuda
-        if not has_local_cuda():
-            raise TvmflowError(f"cannot tune for {preset.name}: this machine has no CUDA GPU to "
-                               "measure candidates on",
+        from .adapter.tune import local_gpu
+        gpu = local_gpu()
+        if not gpu.ok:
+            raise TvmflowError(f"cannot tune for {preset.name}: no CUDA GPU here to measure "
+                               f"candidates on: {gpu.missing}",
                                hint=f"pass --tracker HOST:PORT --key {preset.rpc_key} for a board "
-                                    "with the GPU")
+                                    "with the GPU, or --dry-run to build every candidate "
+                                    "without measuring")
     elif preset.is_cross:
         raise TvmflowError(f"cannot tune for {preset.name} ({preset.cpu_triple}) on this machine "
                            "without a board", hint=f"pass --tracker HOST:PORT --key {preset.rpc_key}")
@@ -153,7 +164,7 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
          on_adapt: Callable[[dict[str, Any]], None] | None = None,
          rpc_workers: int | None = None, on_batch: Callable[[dict[str, Any]], None] | None = None,
          on_start: Callable[[dict[str, Any]], None] | None = None,
-         threads: int | None = None) -> TuneResult:
+         threads: int | None = None, dry_run: bool = False) -> TuneResult:
     """Tune one variant for one target preset; returns a :class:`TuneResult`.
 
     ``threads``: TVM's thread count in the runner that measures the candidates (default
@@ -164,8 +175,18 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
     ``adapt``: True (the nearest other CPU's set) or a CPU name: re-measure that set's best
     ``adapt_top_k`` records per task here first (see the module doc); ``on_adapt`` receives
     the summary (``TuneResult.adapted``).
+
+    ``workers``: builder processes (default :func:`default_workers`).  ``dry_run``: build
+    every candidate but measure none (each gets a made-up run time,
+    :func:`tvmflow.adapter.tune.make_dry_runner`): checks a target's whole tuning path on a
+    machine without its device.  A dry-run log is marked so in meta.json; dry-run and
+    measured records never share a log.
+
+    A task whose first :data:`ALL_FAILED_STOP` candidates all fail stops the tune with the
+    first build or run error (the records committed so far are kept): a task that never
+    builds would otherwise take the whole budget.
     """
-    from .targets import get_target, host_cores
+    from .targets import get_target
     if trials < 1:
         raise TvmflowError(f"--trials must be at least 1, got {trials}")
     if per_round < 1:
@@ -174,7 +195,11 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
     from .threads import resolve as resolve_threads
     threads = resolve_threads(preset, threads)
     rpc = resolve_tracker(tracker, key)
-    _check_runnable(preset, rpc)
+    if dry_run and rpc is not None:
+        raise TvmflowError("--dry-run measures nothing; it takes no --tracker")
+    _check_runnable(preset, rpc, dry_run)
+    if workers is not None and workers < 1:
+        raise TvmflowError(f"--workers must be at least 1, got {workers}")
     if rpc_workers is not None and rpc_workers < 1:
         raise TvmflowError(f"--rpc-workers must be at least 1, got {rpc_workers}")
     if rpc is not None and rpc_workers is None:
@@ -191,10 +216,11 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
     try:
         return _tune_locked(spec, preset, log_dir, trials=trials, trials_per_task=trials_per_task,
                             per_round=per_round, seed=seed, fresh=fresh, rpc=rpc,
-                            workers=workers or min(2, host_cores()) or 1, options=options,
+                            workers=workers or default_workers(preset), options=options,
                             keep_best=keep_best, frontend=frontend, on_batch=on_batch,
                             adapt=source, adapt_top_k=adapt_top_k, on_adapt=on_adapt,
-                            on_start=on_start, rpc_workers=rpc_workers or 1, threads=threads)
+                            on_start=on_start, rpc_workers=rpc_workers or 1, threads=threads,
+                            dry_run=dry_run)
     finally:
         lk.release()
 
@@ -208,7 +234,8 @@ def _clear(log_dir: Path) -> None:
 def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_round, seed, fresh,
                  rpc, workers, options, keep_best, frontend, on_batch, on_start,
                  adapt=None, adapt_top_k: int = ADAPT_TOP_K, on_adapt=None,
-                 rpc_workers: int = 1, threads: int | None = None) -> TuneResult:
+                 rpc_workers: int = 1, threads: int | None = None,
+                 dry_run: bool = False) -> TuneResult:
     from .adapter import pipeline
     from .adapter import tune as ad
     from .frontend import import_model
@@ -217,6 +244,13 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
         _clear(log_dir)
     repaired = schedules.repair(log_dir)
     meta = schedules.read_meta(log_dir)
+    if meta or schedules.record_count(log_dir):
+        if bool(meta.get("dry_run")) != dry_run:
+            raise TvmflowError(f"{log_dir} holds {'dry-run' if meta.get('dry_run') else 'measured'}"
+                               f" records; a {'dry' if dry_run else 'measured'} run does not "
+                               "add to them",
+                               hint="pass --fresh to start over (or set TVMFLOW_SCHEDULES to "
+                                    "another folder for dry runs)")
     if meta:
         if meta.get("target") and schedules._target_mismatch(preset.target, meta["target"]):
             raise TvmflowError(f"{log_dir} holds records for another target "
@@ -254,8 +288,11 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
                 pipeline=opts.to_json(), seed=seed, per_round=per_round,
                 n_tasks=len(tasks), tasks=names, weights=weights, frontend=frontend,
                 measured_on=(f"rpc {rpc[0]}:{rpc[1]} key {rpc[2]} ({rpc_workers} runner "
-                             f"worker{'s' if rpc_workers > 1 else ''})" if rpc else "local"),
-                detected=preset.detected)
+                             f"worker{'s' if rpc_workers > 1 else ''})" if rpc else
+                             "nowhere (dry run: made-up run times)" if dry_run else "local"),
+                detected=preset.detected, builders=workers)
+    if dry_run:
+        meta["dry_run"] = True
     meta.setdefault("created", schedules.now_iso())
     result = TuneResult(spec.name, preset.name, log_dir, done, 0, done, 0, 0.0)
     if repaired is not None and not repaired.ok:
@@ -301,6 +338,8 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
     t0 = time.time()
 
     sigint = {"hit": False}
+    failed_round: dict[str, Any] = {}
+    failed: dict[str, int] = {}        # per task never measured: candidates failed so far
 
     def batch(info: dict[str, Any]) -> None:
         name = info["task_name"]
@@ -320,12 +359,24 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
                           tuned_tasks=sum(1 for n in names if n in best_ms), n_tasks=len(names)))
         if sigint["hit"]:          # Ctrl-C during the batch: it is committed and counted
             raise KeyboardInterrupt
+        # a task none of whose candidates ever built and ran: stop, and say why
+        if info["n"] and not info["valid"] and name not in best_ms:
+            failed[name] = failed.get(name, 0) + info["n"]
+            if failed[name] >= min(ALL_FAILED_STOP, trials):
+                failed_round.update(info, failed=failed[name],
+                                    rounds=failed[name] // max(info["n"], 1))
+                raise _AllFailed
 
     cross = preset.cross_compiler if preset.is_cross else None
     builder = ad.make_builder(max_workers=workers, timeout_sec=60.0,
-                              export="so" if rpc else "tar", cross_compiler=cross)
-    runner = (ad.make_rpc_runner(*rpc, max_workers=rpc_workers, threads=threads) if rpc
-              else ad.make_local_runner(threads=threads))
+                              export="so" if rpc else "tar", cross_compiler=cross,
+                              env=ad.builder_env(tgt))
+    if dry_run:
+        runner = ad.make_dry_runner()
+    elif rpc:
+        runner = ad.make_rpc_runner(*rpc, max_workers=rpc_workers, threads=threads)
+    else:
+        runner = ad.make_local_runner(threads=threads)
     # TVM's thread count where candidates are timed, asked there (runner worker or a board)
     meta["threads"] = result.threads = {
         "requested": threads,
@@ -384,6 +435,8 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
     except TvmflowError:
         raise
     except Exception as exc:
+        if failed_round:
+            raise _all_failed_error(failed_round, log_dir) from None
         if sigint["hit"] or "KeyboardInterrupt" in f"{type(exc).__name__}: {exc}":
             interrupted = True
             raise KeyboardInterrupt from None
@@ -399,6 +452,37 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
         schedules.compact(log_dir, keep_best)
         finish(False, result.wall_s)
     return result
+
+
+ALL_FAILED_STOP = 16
+"""A task whose first this many candidates (one round of 16 as tvmflow tunes, several smaller
+ones) all failed stops the tune: one design space may fail now and then (TVM's lowering
+refuses some pooling schedules on CUDA), every one of 16 failing is a target or toolchain
+problem, and the task would otherwise take the whole budget (its score stays infinite)."""
+
+
+class _AllFailed(Exception):
+    """Raised from the batch callback to stop MetaSchedule after an all-failed round."""
+
+
+def short_error(message: str, limit: int = 400) -> str:
+    """The telling line of a build or run error (a traceback's last ``...Error: ...`` line)."""
+    import re
+    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
+    if not lines:
+        return "(no message)"
+    telling = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b", ln)]
+    line = telling[-1] if telling else lines[-1]
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _all_failed_error(info: dict[str, Any], log_dir: Path) -> TvmflowError:
+    return TvmflowError(
+        f"tuning stopped: every candidate of task {info['task_name']} failed "
+        f"({info['failed']} of {info['failed']}, in {info['rounds']} "
+        f"round{'s' if info['rounds'] != 1 else ''}); the first error of the last round: "
+        f"{short_error(info.get('error') or '').rstrip('.')}",
+        hint=f"the records committed before are kept; TVM's own messages are in {log_dir}/logs")
 
 
 def _adapt(tasks, source, log_dir: Path, tgt, preset, *, builder, runner, top_k: int,

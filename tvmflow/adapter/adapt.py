@@ -53,10 +53,8 @@ def remeasure(tasks, source_dir: str, dest_dir: str, target, *, builder, runner,
     """
     from tvm.s_tir import meta_schedule as ms
 
-    from .tune import light_tensor_intrin_import, native_stderr_to, open_database
-    if target.kind.name == "llvm":
-        triple = str(target.attrs.get("mtriple", "") or "")
-        light_tensor_intrin_import("arm" if triple.startswith(("aarch64", "arm")) else "x86")
+    from .tune import intrin_arch, light_tensor_intrin_import, native_stderr_to, open_database
+    light_tensor_intrin_import(intrin_arch(target))
     src = open_database(source_dir, allow_missing=False)
     dst = open_database(dest_dir, allow_missing=True)
     device = _device_type(target)

@@ -6,9 +6,14 @@ import numpy as np
 
 
 def build(mod, target):
-    """Compile with TVM's default pipeline (no tuning database)."""
+    """Compile with TVM's default pipeline (no tuning database); CUDA kernels stay source for
+    the nvcc cubin step of :func:`export_library` (:func:`.cuda.nvcc_build`)."""
+    import contextlib
     import tvm
-    return tvm.compile(mod, target=target)
+    from .cuda import nvcc_build
+    tgt = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
+    with nvcc_build() if tgt.kind.name == "cuda" else contextlib.nullcontext():
+        return tvm.compile(mod, target=tgt)
 
 
 def run_local(executable, x: np.ndarray, device: str = "cpu") -> np.ndarray:

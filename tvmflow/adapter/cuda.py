@@ -27,6 +27,7 @@ with ``e_machine == EM_CUDA (190)``; its SM architecture is in ``e_flags``.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -84,10 +85,65 @@ def nvcc_archs(nvcc: str) -> list[str]:
 
 
 def check_arch(nvcc: str, arch: str) -> None:
+    """Refuse an arch this nvcc cannot generate code for.
+
+    ``nvcc --list-gpu-code`` lists only the portable archs (sm_90, not sm_90a); an
+    arch-specific one (``sm_90a``, ``sm_100a``: wgmma and the other features of that one chip)
+    is accepted when its base arch is listed and nvcc compiles a kernel for it.
+    """
     archs = nvcc_archs(nvcc)
-    if archs and arch not in archs:
-        raise TvmflowError(f"nvcc {nvcc_version(nvcc)} ({nvcc}) cannot generate code for {arch}; "
-                           f"it supports {', '.join(archs)}")
+    if not archs or arch in archs:
+        return
+    base = arch[:-1] if arch[-1].isalpha() else None
+    if base in archs and _nvcc_accepts(nvcc, arch):
+        return
+    supported = ", ".join(archs)
+    if base in archs:
+        raise TvmflowError(f"nvcc {nvcc_version(nvcc)} ({nvcc}) lists {base} but does not compile "
+                           f"for the arch-specific {arch}; it supports {supported}",
+                           hint=f"use {base}: its cubin runs on every {base} GPU")
+    raise TvmflowError(f"nvcc {nvcc_version(nvcc)} ({nvcc}) cannot generate code for {arch}; "
+                       f"it supports {supported}")
+
+
+def _nvcc_accepts(nvcc: str, arch: str) -> bool:
+    """Whether ``nvcc -arch=<arch>`` compiles an empty kernel (a second or two)."""
+    try:
+        compile_cubin('extern "C" __global__ void tvmflow_probe() {}\n', arch, nvcc)
+        return True
+    except TvmflowError:
+        return False
+
+
+def cuda_home(nvcc: str) -> str | None:
+    """The CUDA toolkit root (the folder with ``include/cuda_runtime.h``) nvcc belongs to.
+
+    NVRTC needs it for the CUDA headers (TVM finds it through ``CUDA_PATH``, else two folders
+    above ``which nvcc``, which is wrong when nvcc is a wrapper script in /usr/local/bin).
+    nvcc itself says where it lives: ``nvcc --dryrun`` prints ``TOP=<root>/bin/..``.
+    """
+    for var in ("CUDA_PATH", "CUDA_HOME"):
+        root = os.environ.get(var)
+        if root and _has_headers(Path(root)):
+            return str(Path(root).resolve())
+    candidates = [Path(nvcc).resolve().parent.parent]
+    try:
+        out = subprocess.run([nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+                             capture_output=True, text=True, timeout=30)
+        match = re.search(r"TOP=(\S+)", out.stderr + out.stdout)
+        if match:
+            candidates.insert(0, Path(match.group(1).strip('"')))
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    for root in candidates:
+        if _has_headers(root):
+            return str(root.resolve())
+    return None
+
+
+def _has_headers(root: Path) -> bool:
+    return any((root / sub / "cuda_runtime.h").is_file()
+               for sub in ("include", "targets/x86_64-linux/include", "targets/sbsa-linux/include"))
 
 
 def compile_cubin(source: str, arch: str, nvcc: str) -> bytes:
@@ -229,7 +285,12 @@ def cubin_pack_imports(arch: str, nvcc: str, report: CubinReport):
             raise RuntimeError(f"{len(cuda_idx)} CUDA blob entries but {len(sources)} CUDA modules")
         for i, src in zip(cuda_idx, sources):
             cubin = compile_cubin(src, arch, nvcc)
-            entries[i] = (b"cuda", cuda_payload_to_cubin(entries[i][1], src, cubin))
+            try:
+                entries[i] = (b"cuda", cuda_payload_to_cubin(entries[i][1], src, cubin))
+            except ValueError as exc:
+                raise TvmflowError(f"cannot pack the nvcc cubin: {exc}; TVM compiled the CUDA "
+                                   "kernels itself (a CUDA driver is loaded and the build ran "
+                                   "outside nvcc_build)") from None
             report.kernels_bytes += len(cubin)
             report.modules += 1
         blob_path = Path(workspace_dir).resolve() / f"{symbol_prefix}devc.bin"
@@ -244,12 +305,24 @@ def cubin_pack_imports(arch: str, nvcc: str, report: CubinReport):
 
 
 def _cubin_arch(data: bytes, pos: int) -> str | None:
-    """``sm_XX`` of the ELF at ``pos`` when it is a 64-bit CUDA ELF (cubin), else None."""
+    """``sm_XY`` (``sm_90a`` for an arch-specific cubin) of the ELF at ``pos`` when it is a
+    64-bit CUDA ELF (cubin), else None.
+
+    The SM number is in ``e_flags``; the ``a`` of an arch-specific cubin is not (sm_90 and
+    sm_90a cubins carry the same flags), so it is read from the ptxas command line that
+    nvcc records in the cubin's ``.note.nv.tkinfo`` (``-arch sm_90a``).
+    """
     if data[pos + 4] != 2 or struct.unpack_from("<H", data, pos + 18)[0] != EM_CUDA:
         return None
     flags = struct.unpack_from("<I", data, pos + 48)[0]
     abi_version = data[pos + 8]
     sm = (flags >> 8) & 0xFF if abi_version >= 8 else flags & 0xFF  # CUDA 12.8+ moved the field
+    shoff, = struct.unpack_from("<Q", data, pos + 40)
+    shentsize, shnum = struct.unpack_from("<HH", data, pos + 58)
+    end = min(len(data), pos + shoff + shentsize * shnum)
+    match = re.search(rb"-arch sm_(\d+)([a-z]?)\b", data[pos:end])
+    if match and int(match.group(1)) == sm:
+        return f"sm_{sm}{match.group(2).decode()}"
     return f"sm_{sm}"
 
 
@@ -271,22 +344,102 @@ def cuda_images(path: str | Path) -> dict:
             "source": b'extern "C" __global__' in data}
 
 
-def has_gpu() -> bool:
-    """Whether a CUDA GPU is usable here (TVM's CUDA runtime loaded and device 0 exists)."""
-    import tvm
+@dataclass
+class GpuProbe:
+    """What this machine has for running CUDA code, and the first piece missing."""
+
+    ok: bool
+    arch: str | None = None          # sm_XY of GPU 0
+    name: str | None = None          # the driver's name for GPU 0
+    missing: str | None = None       # why not: the first missing piece, named
+
+    def to_json(self) -> dict:
+        return dict(ok=self.ok, arch=self.arch, name=self.name, missing=self.missing)
+
+
+def _driver_error(lib, code: int) -> str:
+    import ctypes
+    text = ctypes.c_char_p()
+    if lib.cuGetErrorName(code, ctypes.byref(text)) == 0 and text.value:
+        return text.value.decode()
+    return f"error {code}"
+
+
+def probe_gpu() -> GpuProbe:
+    """Check, in order, each piece a CUDA run needs, and name the first one missing.
+
+    The NVIDIA driver library (``libcuda.so.1``), a device it reports (``cuInit``,
+    ``cuDeviceGetCount``), TVM's CUDA runtime (``libtvm_runtime_cuda.so`` and the CUDA runtime
+    library it links, ``libcudart``), and TVM's device 0.  Never raises.
+    """
+    import ctypes
     try:
-        return bool(tvm.runtime.enabled("cuda") and tvm.cuda(0).exist)
-    except Exception:  # the CUDA runtime library cannot load without a driver
-        return False
+        drv = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return GpuProbe(False, missing="the NVIDIA driver library libcuda.so.1 is not on the "
+                                       "loader path (no NVIDIA driver installed here)")
+    try:
+        rc = drv.cuInit(0)
+        if rc != 0:
+            return GpuProbe(False, missing=f"the NVIDIA driver found no usable GPU (cuInit: "
+                                           f"{_driver_error(drv, rc)})")
+        count = ctypes.c_int(0)
+        rc = drv.cuDeviceGetCount(ctypes.byref(count))
+        if rc != 0 or count.value < 1:
+            return GpuProbe(False, missing="the NVIDIA driver reports no CUDA device"
+                                           + (f" ({_driver_error(drv, rc)})" if rc else ""))
+    except AttributeError as exc:     # a library named libcuda.so.1 that is not the driver
+        return GpuProbe(False, missing=f"libcuda.so.1 is not a CUDA driver ({exc})")
+    import tvm
+    lib = Path(tvm.__file__).parent / "lib" / "libtvm_runtime_cuda.so"
+    if lib.is_file():
+        try:
+            ctypes.CDLL(str(lib))
+        except OSError as exc:
+            return GpuProbe(False, missing=f"TVM's CUDA runtime does not load: {exc}")
+    if not tvm.runtime.enabled("cuda"):
+        return GpuProbe(False, missing=f"this TVM ({tvm.__version__}) has no CUDA runtime")
+    try:
+        dev = tvm.cuda(0)
+        if not dev.exist:
+            return GpuProbe(False, missing="TVM sees no CUDA device 0")
+        major, minor = str(dev.compute_version).split(".")[:2]
+        return GpuProbe(True, arch=f"sm_{major}{minor}", name=str(dev.device_name))
+    except Exception as exc:  # noqa: BLE001 - the probe reports, it never raises
+        return GpuProbe(False, missing=f"TVM cannot open CUDA device 0: "
+                                       f"{str(exc).strip().splitlines()[-1]}")
+
+
+def has_gpu() -> bool:
+    """Whether a CUDA GPU is usable here (see :func:`probe_gpu` for why not)."""
+    return probe_gpu().ok
 
 
 def gpu_arch() -> str | None:
     """``sm_XY`` of local GPU 0, None without a usable GPU."""
-    if not has_gpu():
-        return None
-    import tvm
-    major, minor = str(tvm.cuda(0).compute_version).split(".")[:2]
-    return f"sm_{major}{minor}"
+    return probe_gpu().arch
+
+
+@contextlib.contextmanager
+def nvcc_build():
+    """Keep a CUDA build on the nvcc path (:func:`cubin_pack_imports`) while a driver is here.
+
+    With a CUDA driver present, ``tvm.compile`` compiles the kernels itself through NVRTC
+    (for the arch of the local GPU, e.g. sm_90a for an sm_90 target) and packs a cubin, which
+    the nvcc rewrite then finds already there.  ``TVM_COMPILE_FORCE_FALLBACK=1`` makes TVM
+    keep the CUDA source as it does without a driver.  Set only around the build and restored
+    after, so the tuning builders (which do want NVRTC) are untouched.
+    """
+    name = "TVM_COMPILE_FORCE_FALLBACK"
+    saved = os.environ.get(name)
+    os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
 
 
 def cubin_runs_on(cubin_arch: str, gpu: str) -> bool:

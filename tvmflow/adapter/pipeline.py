@@ -408,13 +408,19 @@ def coverage(tasks, target, database) -> dict[str, Any]:
 
 
 def build(mod, target, database=None, *, options: PipelineOptions | None = None,
-          prepared: bool = False):
+          prepared: bool = False, cuda_graph: bool = False):
     """Compile ``mod`` (the imported Relax module) with the records in ``database``.
 
     Returns ``(executable, coverage)``; coverage = ``{"tasks", "tuned", "default",
     "task_names", "tuned_names", "fixed"}`` (``fixed``: the functions a fixed rule scheduled,
     which are not tasks).  ``database`` is a MetaSchedule Database or None.
+
+    For CUDA the kernels stay CUDA source here, also where a CUDA driver is present
+    (:func:`.cuda.nvcc_build`): compile turns them into one nvcc cubin when it exports the
+    library.  ``cuda_graph``: Relax captures the model's kernel launches into a CUDA graph at
+    the first run and replays it after (``relax.backend.use_cuda_graph``).
     """
+    import contextlib
     import tvm
     from tvm import relax
     options = options or DEFAULT
@@ -433,6 +439,12 @@ def build(mod, target, database=None, *, options: PipelineOptions | None = None,
                 after += [relax.transform.SplitLayoutRewritePreproc(),
                           relax.transform.LiftTransformParams(), relax.transform.FoldConstant()]
             mod = tvm.transform.Sequential(after)(mod)
-    with tvm.transform.PassContext(opt_level=3):
+    is_cuda = tgt.kind.name == "cuda"
+    if cuda_graph and not is_cuda:
+        raise TvmflowError(f"CUDA graphs need a CUDA target, not {tgt.kind.name}")
+    config = {"relax.backend.use_cuda_graph": True} if cuda_graph else {}
+    from .cuda import nvcc_build
+    with (nvcc_build() if is_cuda else contextlib.nullcontext()), \
+            tvm.transform.PassContext(opt_level=3, config=config):
         executable = tvm.compile(mod, target=tgt)
     return executable, cov

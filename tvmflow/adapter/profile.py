@@ -54,11 +54,12 @@ def device(kind: str, index: int = 0):
     if kind == "cpu":
         return tvm.cpu(index)
     if kind == "cuda":
-        dev = tvm.cuda(index)
-        if not dev.exist:
-            raise TvmflowError("no CUDA device on this machine",
+        from .cuda import probe_gpu
+        gpu = probe_gpu()
+        if not gpu.ok:
+            raise TvmflowError(f"no CUDA device on this machine: {gpu.missing}",
                                hint="profile a CUDA target on a machine with its GPU")
-        return dev
+        return tvm.cuda(index)
     raise TvmflowError(f"cannot profile on device kind {kind!r} locally")
 
 

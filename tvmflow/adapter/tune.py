@@ -33,11 +33,17 @@ FAILED_SECS = 1e9  # a run_secs at or above this is a failed measurement (MetaSc
 
 
 def fast_build(mod, target, _params=None):
-    """Build one candidate without importing ``tvm.s_tir.tensor_intrin``."""
+    """Build one candidate without importing ``tvm.s_tir.tensor_intrin``.
+
+    Inside ``with target:``: where a CUDA driver is loaded, TVM compiles a CUDA candidate's
+    kernels with NVRTC, for the arch of ``Target.current()``; without a current target it
+    would open the GPU in every builder worker to ask it (and get sm_90a for an sm_90 target).
+    """
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    return tvm_build(mod, target=target)
+    with target:
+        return tvm_build(mod, target=target)
 
 
 def export_tar(rt_mod) -> str:
@@ -56,9 +62,28 @@ def export_so(rt_mod, cross_compiler: str | None) -> str:
     return path
 
 
-def _worker_init() -> None:
+def _worker_init(env: dict[str, str] | None = None) -> None:
+    os.environ.update(env or {})
     import tvm  # noqa: F401  (import once per worker, not per candidate)
     import tvm.s_tir.transform  # noqa: F401  pyflakes: side-effect import
+
+
+def builder_env(target) -> dict[str, str]:
+    """What a builder worker needs in its environment for ``target``.
+
+    CUDA: ``CUDA_PATH``, the toolkit root NVRTC takes the CUDA headers from (TVM's own guess,
+    two folders above ``which nvcc``, fails when nvcc is a wrapper script); found from nvcc
+    (:func:`.cuda.cuda_home`).  Nothing is set when there is no nvcc: then the build fails in
+    the first round with NVRTC's own message, and the tune stops there.
+    """
+    if target.kind.name != "cuda":
+        return {}
+    from .cuda import cuda_home, find_nvcc
+    try:
+        home = cuda_home(find_nvcc())
+    except TvmflowError:
+        return {}
+    return {"CUDA_PATH": home} if home else {}
 
 
 def _build_one(mod, target, export: str, cross_compiler: str | None) -> str:
@@ -69,8 +94,11 @@ def _build_one(mod, target, export: str, cross_compiler: str | None) -> str:
 
 
 def make_builder(max_workers: int = 2, timeout_sec: float = 60.0, export: str = "tar",
-                 cross_compiler: str | None = None, max_uses: int = 256):
-    """A :class:`FastBuilder` (class made on first use: it needs tvm imported)."""
+                 cross_compiler: str | None = None, max_uses: int = 256,
+                 env: dict[str, str] | None = None):
+    """A :class:`FastBuilder` (class made on first use: it needs tvm imported); ``env`` is set
+    in each worker before it imports TVM (:func:`builder_env`)."""
+    import functools
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
     from tvm.ir.utils import derived_object
     from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
@@ -89,7 +117,7 @@ def make_builder(max_workers: int = 2, timeout_sec: float = 60.0, export: str = 
                 if self.pool is not None:
                     self.pool.shutdown()
                 self.pool = PopenPoolExecutor(max_workers=max_workers, timeout=timeout_sec,
-                                              initializer=_worker_init)
+                                              initializer=functools.partial(_worker_init, env))
                 self.uses = 0
             return self.pool
 
@@ -189,14 +217,69 @@ def _rpc_alloc_argument(threads: int, session, device, args_info, alloc_repeat):
     return default_alloc_argument(session, device, args_info, alloc_repeat)
 
 
+def make_dry_runner(fail: str | None = None):
+    """A runner that measures nothing: each built candidate gets a made-up run time.
+
+    For ``tune(dry_run=True)``: the whole tuning path (design spaces, the search, every
+    candidate built, records committed) on a machine without the device, e.g. a CUDA target
+    on a CPU-only machine.  The time is a function of the built artifact's bytes (1-2 us,
+    stable across runs), so the cost model has something consistent to fit.  ``fail``: every
+    run fails with that message instead (to exercise the failure paths).
+    """
+    import hashlib
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import LocalRunnerFuture, PyRunner
+
+    @derived_object
+    class DryRunner(PyRunner):
+        def run(self, runner_inputs):
+            futures = []
+            for inp in runner_inputs:
+                if fail is not None:
+                    futures.append(LocalRunnerFuture(error_message=fail))
+                    continue
+                with open(inp.artifact_path, "rb") as fh:
+                    digest = hashlib.sha256(fh.read()).digest()
+                secs = 1e-6 * (1.0 + int.from_bytes(digest[:4], "little") / 2 ** 32)
+                futures.append(LocalRunnerFuture(res=[secs] * 3))
+            return futures
+
+    return DryRunner()
+
+
+def design_spaces(tasks) -> list[dict[str, Any]]:
+    """Per task: how many design spaces its target's schedule rules give, and how many of
+    them pass the target's postprocessors (for CUDA: thread binding, VerifyGPUCode).
+
+    The check a new target needs before any tuning: a missing target attribute (e.g.
+    ``max_threads_per_block``) raises here, as it would at the start of ``tune``.
+    """
+    from tvm.s_tir import meta_schedule as ms
+    if tasks:
+        light_tensor_intrin_import(intrin_arch(tasks[0].target))
+    out = []
+    for task in tasks:
+        ctx = ms.TuneContext(mod=task.dispatched[0], target=task.target,
+                             space_generator="post-order-apply", search_strategy="evolutionary",
+                             task_name=task.task_name)
+        spaces = ctx.generate_design_space()
+        passing = 0
+        for space in spaces:
+            sch = space.copy()
+            passing += all(p.apply(sch) for p in ctx.space_generator.postprocs)
+        out.append({"task": task.task_name, "spaces": len(spaces), "passing": passing})
+    return out
+
+
 # --------------------------------------------------------------------------- progress
 
 
 def make_callback(on_batch: Callable[[dict[str, Any]], None]):
     """A MeasureCallback calling ``on_batch(info)`` after each measured batch.
 
-    ``info`` = ``{"task_id", "task_name", "n", "valid", "best_s"}`` (best_s: best mean run
-    time of this batch in seconds, None when every candidate failed).
+    ``info`` = ``{"task_id", "task_name", "n", "valid", "best_s", "error"}`` (best_s: best
+    mean run time of this batch in seconds, None when every candidate failed; error: the
+    first build or run error of the batch, None when there was none).
     """
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
     from tvm.ir.utils import derived_object
@@ -207,18 +290,24 @@ def make_callback(on_batch: Callable[[dict[str, Any]], None]):
                   runner_results):
             best = None
             valid = 0
+            error = None
             for b, r in zip(builder_results, runner_results):
                 if b.error_msg is not None or r.error_msg is not None or not r.run_secs:
+                    if error is None:
+                        error = (f"build: {b.error_msg}" if b.error_msg is not None else
+                                 f"run: {r.error_msg}" if r.error_msg is not None else
+                                 "run: no run time measured")
                     continue
                 secs = [float(s) for s in r.run_secs]
                 mean = sum(secs) / len(secs)
                 if mean >= FAILED_SECS:
+                    error = error or f"run: failed (run time {mean:g} s)"
                     continue
                 valid += 1
                 best = mean if best is None else min(best, mean)
             name = str(task_scheduler.tasks_[task_id].ctx.task_name)
             on_batch({"task_id": int(task_id), "task_name": name, "n": len(measure_candidates),
-                      "valid": valid, "best_s": best})
+                      "valid": valid, "best_s": best, "error": error})
 
     return ProgressCallback()
 
@@ -326,30 +415,42 @@ def task_info(tasks) -> list[dict[str, Any]]:
     return [{"name": t.task_name, "weight": int(t.weight)} for t in tasks]
 
 
-def light_tensor_intrin_import(cpu_arch: str = "x86") -> bool:
-    """Register only the CPU tensor intrinsics the schedule rules need.
+def light_tensor_intrin_import(arch: str = "x86") -> bool:
+    """Register only the tensor intrinsics the schedule rules of ``arch`` need.
 
     TuneContext runs ``import tvm.s_tir.tensor_intrin``, whose ``__init__`` registers every
-    intrinsic (CUDA Tensor Cores above all; 15-60 s on 2 busy cores).  The x86 / ARM schedule
-    rules only look up their own architecture's intrinsics, so the package is put in
-    ``sys.modules`` without running its ``__init__`` and only ``x86`` (or ``arm_cpu``) is
-    imported from it.  Not done when the real package is already imported or for CUDA.
+    intrinsic of every target (15-60 s on 2 busy cores).  The schedule rules only look up
+    their own architecture's intrinsics, so the package is put in ``sys.modules`` without
+    running its ``__init__`` and only ``arch``'s module (``x86``, ``arm_cpu`` or ``cuda``) is
+    imported from it; a later call for another arch adds that one.  Not done when the real
+    package is already imported (everything is registered then).
     """
     import importlib
     import importlib.util
     import sys
     import types
     name = "tvm.s_tir.tensor_intrin"
-    if name in sys.modules:
+    pkg = sys.modules.get(name)
+    if pkg is None:
+        spec = importlib.util.find_spec(name)
+        pkg = types.ModuleType(name)
+        pkg.__path__ = list(spec.submodule_search_locations)
+        pkg.__package__ = name
+        pkg.__tvmflow_light__ = True
+        sys.modules[name] = pkg
+    elif not getattr(pkg, "__tvmflow_light__", False):
         return False
-    spec = importlib.util.find_spec(name)
-    pkg = types.ModuleType(name)
-    pkg.__path__ = list(spec.submodule_search_locations)
-    pkg.__package__ = name
-    pkg.__tvmflow_light__ = True
-    sys.modules[name] = pkg
-    importlib.import_module(f"{name}.{'arm_cpu' if cpu_arch == 'arm' else 'x86'}")
+    sub = {"arm": "arm_cpu", "x86": "x86", "cuda": "cuda"}[arch]
+    importlib.import_module(f"{name}.{sub}")
     return True
+
+
+def intrin_arch(target) -> str:
+    """Which tensor intrinsics ``target``'s schedule rules look up (:func:`light_tensor_intrin_import`)."""
+    if target.kind.name == "cuda":
+        return "cuda"
+    triple = str(target.attrs.get("mtriple", "") or "")
+    return "arm" if triple.startswith(("aarch64", "arm")) else "x86"
 
 
 def search_strategy(population: int = 256, genetic_iters: int = 3):
@@ -372,9 +473,8 @@ def run_tuning(tasks, work_dir: str, *, trials: int, trials_per_task: int | None
     if not tasks:
         raise TvmflowError("the model has no tunable tasks")
     target = tasks[0].target
-    if not stock and target.kind.name == "llvm":
-        triple = str(target.attrs.get("mtriple", "") or "")
-        light_tensor_intrin_import("arm" if triple.startswith(("aarch64", "arm")) else "x86")
+    if not stock:
+        light_tensor_intrin_import(intrin_arch(target))
     strategy = "evolutionary" if stock else search_strategy(population)
     import io
     native_log = os.path.join(work_dir, "logs", "tvm-native.log")
@@ -410,9 +510,7 @@ def tvm_version() -> str:
     return str(tvm.__version__)
 
 
-def has_local_cuda() -> bool:
-    import tvm
-    try:
-        return bool(tvm.cuda(0).exist)
-    except Exception:  # no CUDA runtime in this TVM build
-        return False
+def local_gpu():
+    """:class:`.cuda.GpuProbe` of this machine (``ok``, ``arch``, or the ``missing`` piece)."""
+    from .cuda import probe_gpu
+    return probe_gpu()

@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from .._version import __version__
 from ..errors import EXIT_INTERRUPTED, TvmflowError
 
 # command modules; each registers its commands on `cli` when imported
@@ -20,7 +21,7 @@ COMMAND_MODULES = ("models", "prune", "verify", "targets", "compile", "tune", "b
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="tvmflow")
+@click.version_option(version=__version__, prog_name="tvmflow")
 def cli() -> None:
     """tvmflow: does pruning, grouping or channel alignment make a CNN faster on a real device?
 

@@ -44,6 +44,9 @@ def _options(f):
         click.option("-o", "--output", type=click.Path(), default=None,
                      help="output directory (default reports/<command>-<target>-<time>)"),
         click.option("--force", is_flag=True, help="overwrite an existing report in -o"),
+        click.option("--cuda-graph", is_flag=True,
+                     help="CUDA targets: time modules compiled with --cuda-graph (their kernel "
+                          "launches replayed as one CUDA graph)"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -52,14 +55,14 @@ def _options(f):
 
 def _run(command, variants, target, via, rpc_addr, tracker, key, warmup, min_repeats, min_time,
          max_time, rounds, baselines, check, boards, seed, threads, timeout, output, force,
-         per_layer=None):
+         per_layer=None, cuda_graph=False):
     from ..bench import BenchOptions, bench, compare
     from ..ui import console, err_console
     options = BenchOptions(warmup=warmup, min_repeats=min_repeats, min_time=min_time,
                            max_time=max_time, rounds=rounds, baselines=baselines, check=check, timeout=timeout,
                            boards=boards)
     kw = dict(via=via, rpc=rpc_addr, tracker=tracker, key=key, options=options, out_dir=output,
-              force=force, seed=seed, threads=threads,
+              force=force, seed=seed, threads=threads, cuda_graph=cuda_graph,
               say=lambda m: err_console.print(f"[dim]{m}[/dim]", highlight=False))
     report = (compare(target, variants, per_layer=per_layer, **kw) if command == "compare"
               else bench(target, variants, **kw))

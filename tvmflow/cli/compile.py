@@ -12,7 +12,11 @@ from . import cli
 @click.option("--seed", default=0, show_default=True, help="Seed of the random weights and example input.")
 @click.option("--no-schedules", is_flag=True, help="Ignore tuned schedules; default schedules only.")
 @click.option("--force", is_flag=True, help="Recompile even when the module is up to date.")
-def compile_cmd(target: str, variant: str, output, seed: int, no_schedules: bool, force: bool) -> None:
+@click.option("--cuda-graph", is_flag=True,
+              help="CUDA targets: capture the model's kernel launches into one CUDA graph at "
+                   "the first run and replay it (recorded in the sidecar).")
+def compile_cmd(target: str, variant: str, output, seed: int, no_schedules: bool, force: bool,
+                cuda_graph: bool = False) -> None:
     """Compile a variant into a deployable .so with a JSON sidecar next to it.
 
     An existing module at the output path is reused when it is up to date (same variant cfg,
@@ -21,9 +25,12 @@ def compile_cmd(target: str, variant: str, output, seed: int, no_schedules: bool
     from ..compile import compile_if_stale
     from ..ui import console
     pkg, why = compile_if_stale(variant, target, output, seed=seed, schedules=not no_schedules,
-                                force=force, on_status=lambda m: console.print(m, highlight=False))
+                                force=force, cuda_graph=cuda_graph,
+                                on_status=lambda m: console.print(m, highlight=False))
     if why is None:
         console.print("up to date (--force recompiles)")
+    else:
+        console.print(f"compiled because: {why}", highlight=False)
     s = pkg.summary()
     cov = s["coverage"]
     console.print(f"{'reused' if why is None else 'compiled'} {s['variant']} for {s['target']} -> {s['module']} "
@@ -34,7 +41,9 @@ def compile_cmd(target: str, variant: str, output, seed: int, no_schedules: bool
     if s["cuda"]:
         c = s["cuda"]
         console.print(f"CUDA code: {c['code']} (SASS) for {', '.join(c['archs'])}, compiled by nvcc "
-                      f"{c['nvcc_version']}; no CUDA source or PTX in the module", highlight=False)
+                      f"{c['nvcc_version']}; no CUDA source or PTX in the module"
+                      + ("; kernels replayed as a CUDA graph" if c.get("cuda_graph") else ""),
+                      highlight=False)
     console.print(f"sidecar: {pkg.sidecar_path}", highlight=False)
 
 

@@ -34,10 +34,17 @@ from . import cli
 @click.option("--threads", type=int, default=None,
               help="TVM threads in the runner that times candidates "
                    "[default: $TVM_NUM_THREADS, else the target's num-cores].")
+@click.option("--workers", type=int, default=None,
+              help="Builder processes [default: the cores less two on CUDA targets, else "
+                   "min(2, cores)].")
+@click.option("--dry-run", is_flag=True,
+              help="Build every candidate but measure none (made-up run times): checks a "
+                   "target's tuning path, e.g. CUDA on a machine without the GPU. Keep such "
+                   "logs apart: TVMFLOW_SCHEDULES=DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def tune_cmd(target, variant, trials, trials_per_task, per_round, seed, fresh, keep_best, tracker,
              key, rpc_workers, threads, as_json, adapt=None, layout=None, no_pad=False,
-             conv_rule=None):
+             conv_rule=None, workers=None, dry_run=False):
     """Auto-schedule variants with MetaSchedule (XGBoost cost model)."""
     from ..errors import TvmflowError
     from ..registry import resolve_variants
@@ -54,7 +61,8 @@ def tune_cmd(target, variant, trials, trials_per_task, per_round, seed, fresh, k
                         trials_per_task=trials_per_task, per_round=per_round, seed=seed,
                         fresh=fresh, keep_best=keep_best, tracker=tracker, key=key,
                         adapt=(True if adapt == "nearest" else adapt),
-                        rpc_workers=rpc_workers, threads=threads, options=options)
+                        rpc_workers=rpc_workers, threads=threads, options=options,
+                        workers=workers, dry_run=dry_run)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in res], indent=2))
 
