@@ -269,7 +269,9 @@ def test_compile_applies_the_nearest_set_and_says_so(tmp_path):
     shutil.copytree(root / "host" / other / "pruned-a8", root / "host" / here / "pruned-a8")
     r = _cli(env, "compile", "-t", "host", "-v", "pruned-a8")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "tuned on" not in r.stdout and f"host/{here}/pruned-a8" in r.stdout
+    sched = next(ln for ln in r.stdout.splitlines() if ln.startswith("schedules:"))
+    assert "tuned on" not in sched and f"host/{here}/pruned-a8" in sched
+    assert "compiled because:" in r.stdout and f"now the one tuned on {here}" in r.stdout
     sched = json.loads(so.with_suffix(".json").read_text())["schedules"]
     assert (sched["cpu"], sched["match"]) == (here, "exact") and "note" not in sched
 
