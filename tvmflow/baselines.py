@@ -256,6 +256,10 @@ def make_gpu_baselines(variant: str, model, x: np.ndarray, threads: int,
                        kinds=GPU_BASELINES) -> tuple[list[Runner], dict[str, str]]:
     """The GPU baselines that can run here, and for each left out, why."""
     import copy
+    unknown = [k for k in kinds if k not in GPU_BASELINES]
+    if unknown:
+        raise TvmflowError(f"unknown GPU baseline {unknown[0]!r}; choose from "
+                           f"{', '.join(GPU_BASELINES)}")
     runners: list[Runner] = []
     skipped: dict[str, str] = {}
     for kind in kinds:
@@ -265,18 +269,13 @@ def make_gpu_baselines(variant: str, model, x: np.ndarray, threads: int,
             elif kind == "torch-compile":
                 runners.append(TorchCudaRunner(variant, copy.deepcopy(model), x,
                                                compile_mode="reduce-overhead"))
-            elif kind == "onnxruntime-cuda":
+            else:                                   # onnxruntime-cuda
                 why = ort_cuda_provider()
                 if why:
                     skipped[kind] = why
                     continue
                 runners.append(OrtRunner(variant, model, x, threads, cuda=True))
-            else:
-                raise TvmflowError(f"unknown GPU baseline {kind!r}; choose from "
-                                   f"{', '.join(GPU_BASELINES)}")
         except TvmflowError as exc:
-            if "unknown GPU baseline" in exc.message:
-                raise
             skipped[kind] = exc.message
         except Exception as exc:  # noqa: BLE001 - torch.compile & co. fail in many ways
             lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]

@@ -627,9 +627,8 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
     from .targets import get_target
     preset = get_target(target)
     threads = resolve_threads(preset, threads)          # a bad --threads fails before compiling
-    if cuda_graph and not preset.is_cuda:
-        raise TvmflowError(f"--cuda-graph needs a CUDA target; {preset.name} is "
-                           f"{preset.target.get('kind')}")
+    from .compile import check_cuda_graph
+    check_cuda_graph(preset, cuda_graph)
     # host modules run in a separate RPC server process by default: TVM's thread pool then
     # does not share a process with the PyTorch / ONNX Runtime baselines (or a compile)
     default_via = "rpc" if not preset.is_cross and preset.device == "cpu" else "local"

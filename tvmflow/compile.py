@@ -165,9 +165,7 @@ def compile(variant: str, target: str | TargetPreset, output: str | Path | None 
     path = resolve_output(output, target.name if isinstance(target, TargetPreset) else target,
                           spec.name)
     preset = target if isinstance(target, TargetPreset) else get_target(target)
-    if cuda_graph and not preset.is_cuda:
-        raise TvmflowError(f"--cuda-graph needs a CUDA target; {preset.name} is "
-                           f"{preset.target.get('kind')}")
+    check_cuda_graph(preset, cuda_graph)
     cross = find_cross_compiler(preset)
     nvcc = None
     if preset.is_cuda:
@@ -267,6 +265,13 @@ def compile_if_stale(variant: str, target: str | TargetPreset, output: str | Pat
                 return pkg, None
     return compile(spec.name, preset, path, seed=seed, schedules=schedules,
                    on_status=on_status, cuda_graph=cuda_graph), reason
+
+
+def check_cuda_graph(preset: TargetPreset, cuda_graph: bool) -> None:
+    """``--cuda-graph`` (compile, bench, compare) is for CUDA targets only."""
+    if cuda_graph and not preset.is_cuda:
+        raise TvmflowError(f"--cuda-graph needs a CUDA target; {preset.name} is "
+                           f"{preset.target.get('kind')}")
 
 
 def cuda_graph_reason(compiled_with: bool) -> str:

@@ -8,11 +8,10 @@ import numpy as np
 def build(mod, target):
     """Compile with TVM's default pipeline (no tuning database); CUDA kernels stay source for
     the nvcc cubin step of :func:`export_library` (:func:`.cuda.nvcc_build`)."""
-    import contextlib
     import tvm
     from .cuda import nvcc_build
     tgt = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
-    with nvcc_build() if tgt.kind.name == "cuda" else contextlib.nullcontext():
+    with nvcc_build(tgt):
         return tvm.compile(mod, target=tgt)
 
 

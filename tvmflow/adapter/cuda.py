@@ -421,8 +421,9 @@ def gpu_arch() -> str | None:
 
 
 @contextlib.contextmanager
-def nvcc_build():
-    """Keep a CUDA build on the nvcc path (:func:`cubin_pack_imports`) while a driver is here.
+def nvcc_build(target):
+    """Keep a CUDA build on the nvcc path (:func:`cubin_pack_imports`) while a driver is here;
+    nothing for a non-CUDA ``target`` (a ``tvm.target.Target``).
 
     With a CUDA driver present, ``tvm.compile`` compiles the kernels itself through NVRTC
     (for the arch of the local GPU, e.g. sm_90a for an sm_90 target) and packs a cubin, which
@@ -430,6 +431,9 @@ def nvcc_build():
     keep the CUDA source as it does without a driver.  Set only around the build and restored
     after, so the tuning builders (which do want NVRTC) are untouched.
     """
+    if target.kind.name != "cuda":
+        yield
+        return
     name = "TVM_COMPILE_FORCE_FALLBACK"
     saved = os.environ.get(name)
     os.environ[name] = "1"

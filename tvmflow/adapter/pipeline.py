@@ -420,7 +420,6 @@ def build(mod, target, database=None, *, options: PipelineOptions | None = None,
     library.  ``cuda_graph``: Relax captures the model's kernel launches into a CUDA graph at
     the first run and replays it after (``relax.backend.use_cuda_graph``).
     """
-    import contextlib
     import tvm
     from tvm import relax
     options = options or DEFAULT
@@ -439,12 +438,10 @@ def build(mod, target, database=None, *, options: PipelineOptions | None = None,
                 after += [relax.transform.SplitLayoutRewritePreproc(),
                           relax.transform.LiftTransformParams(), relax.transform.FoldConstant()]
             mod = tvm.transform.Sequential(after)(mod)
-    is_cuda = tgt.kind.name == "cuda"
-    if cuda_graph and not is_cuda:
+    if cuda_graph and tgt.kind.name != "cuda":
         raise TvmflowError(f"CUDA graphs need a CUDA target, not {tgt.kind.name}")
     config = {"relax.backend.use_cuda_graph": True} if cuda_graph else {}
     from .cuda import nvcc_build
-    with (nvcc_build() if is_cuda else contextlib.nullcontext()), \
-            tvm.transform.PassContext(opt_level=3, config=config):
+    with nvcc_build(tgt), tvm.transform.PassContext(opt_level=3, config=config):
         executable = tvm.compile(mod, target=tgt)
     return executable, cov
