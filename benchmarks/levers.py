@@ -66,7 +66,7 @@ def _tuned_vm(model, preset, root: Path | None, x, dev):
     pipeline, run it once; returns ``(vm, meta, coverage, max abs error vs PyTorch)``."""
     import tvm
     from tvm import relax
-    from tvmflow import schedules as S
+    from tvmflow.tuning import schedules as S
     from tvmflow.adapter import pipeline
     db, meta = S.load_for_compile(preset, model.name, root=root)
     # the log's pipeline; with no log, what compile takes for this model
@@ -85,9 +85,9 @@ def _tuned_vm(model, preset, root: Path | None, x, dev):
 def time_variant(variant: str, root: Path | None, rounds: int, repeat: int, threads: int) -> dict:
     import tvm
     from tvmflow.adapter.pipeline import PipelineOptions
-    from tvmflow.baselines import make_baselines
-    from tvmflow.frontend import import_model
-    from tvmflow.targets import get_target
+    from tvmflow.measure.baselines import make_baselines
+    from tvmflow.ir.frontend import import_model
+    from tvmflow.target.presets import get_target
     preset = get_target("host")
     model = import_model(variant)
     x = model.example_input()
@@ -115,7 +115,7 @@ def time_variant(variant: str, root: Path | None, rounds: int, repeat: int, thre
 def cmd_compare(args) -> None:
     import torch
     torch.set_num_threads(args.threads)
-    from tvmflow.registry import resolve_variants
+    from tvmflow.spec.registry import resolve_variants
     rows = []
     for v in resolve_variants(args.variant):
         r = time_variant(v, Path(args.root) if args.root else None, args.rounds, args.repeat,
@@ -143,9 +143,9 @@ def time_many(variant: str, roots: list[Path | None], rounds: int, repeat: int,
     """
     import tvm
     from tvmflow.adapter.runtime import local_threads
-    from tvmflow.baselines import make_baselines
-    from tvmflow.frontend import import_model
-    from tvmflow.targets import get_target
+    from tvmflow.measure.baselines import make_baselines
+    from tvmflow.ir.frontend import import_model
+    from tvmflow.target.presets import get_target
     preset = get_target("host")
     model = import_model(variant)
     x = model.example_input()
@@ -191,8 +191,8 @@ def _copy_other_cpu_sets(root: Path, args) -> None:
     """The repo's (or --adapt-root's) host sets of the variant for every CPU but this one,
     copied under ``root``."""
     import shutil
-    from tvmflow import schedules as S
-    from tvmflow.targets import get_target
+    from tvmflow.tuning import schedules as S
+    from tvmflow.target.presets import get_target
     src = Path(args.adapt_root) if args.adapt_root else S.schedules_root()
     here = get_target("host").cpu_key
     for d in (src / "host").glob(f"*/{args.variant}"):
@@ -209,7 +209,7 @@ def cmd_levers(args) -> None:
     this CPU -- side by side in one fresh process (a module timed in the process that tuned
     it runs slower)."""
     from tvmflow.adapter.pipeline import PipelineOptions
-    from tvmflow.tune import tune
+    from tvmflow.tuning.tune import tune
     unknown = sorted(set(args.lever or ()) - set(LEVERS))
     if unknown:
         sys.exit(f"unknown lever {unknown[0]!r}; the levers: {', '.join(LEVERS)}")

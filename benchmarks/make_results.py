@@ -44,8 +44,8 @@ def measure(args) -> None:
     if args.schedules:  # a log root of its own: every variant tuned with the same budget
         os.environ["TVMFLOW_SCHEDULES"] = str(Path(args.schedules).resolve())
         os.environ["TVMFLOW_ARTIFACTS_DIR"] = str(Path(args.schedules).resolve() / "artifacts")
-    from tvmflow.profile import compare_profiles, write_json
-    from tvmflow.sweep import sweep
+    from tvmflow.measure.profile import compare_profiles, write_json
+    from tvmflow.experiments.sweep import sweep
     OUT.mkdir(parents=True, exist_ok=True)
     if not args.skip_sweep:
         sweep("pruned", args.align, "host", trials=args.trials, per_round=args.per_round,
@@ -93,7 +93,7 @@ def _caveat(rows) -> str:
 def _pipelines(variants: list[str], cpu: str | None) -> str:
     """The pipeline each variant's schedule set (this CPU's) was tuned with, as one line."""
     sys.path.insert(0, str(ROOT))
-    from tvmflow import schedules as S
+    from tvmflow.tuning import schedules as S
     from tvmflow.adapter.pipeline import PipelineOptions
     labels: dict[str, list[str]] = {}
     for v in variants:

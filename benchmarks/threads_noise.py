@@ -85,10 +85,10 @@ def main() -> None:
     if args._child:
         child(args)
         return
-    from tvmflow.compile import compile as compile_variant
+    from tvmflow.artifact.compile import compile as compile_variant
     from tvmflow.adapter.frontend import export_onnx
-    from tvmflow.frontend import import_model
-    from tvmflow.targets import get_target
+    from tvmflow.ir.frontend import import_model
+    from tvmflow.target.presets import get_target
     from tvmflow.threads import child_env, resolve
     preset = get_target("host")
     n = resolve(preset, args.threads)

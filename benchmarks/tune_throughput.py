@@ -4,7 +4,7 @@ Both tune the same variant, through the same shared pipeline (same tasks), with 
 trial budget, candidates per round and seed, each in a fresh process, one after the other in
 this run.  The stock setup is ``tune_relax`` with its default LocalBuilder (pool restarted
 every batch, ``tvm.s_tir.tensor_intrin`` imported in each worker), LocalRunner and gradient
-task scheduler; tvmflow's is :func:`tvmflow.tune.tune` (persistent build pool, no
+task scheduler; tvmflow's is :func:`tvmflow.tuning.tune.tune` (persistent build pool, no
 tensor-intrinsics import, eager scheduler).  Wall time counts from process start (imports,
 task extraction included) to the end; "valid" = records whose measurement succeeded; a
 stock run longer than ``--stock-cap`` seconds is stopped and counted as far as it got.
@@ -31,13 +31,13 @@ sys.path.insert(0, str(ROOT))
 def child(mode: str, variant: str, trials: int, per_round: int, work: Path) -> None:
     t0 = time.time()
     if mode == "tvmflow":
-        from tvmflow.tune import tune
+        from tvmflow.tuning.tune import tune
         tune(variant, "host", trials=trials, per_round=per_round, root=work, fresh=True)
     else:
         from tvmflow.adapter import pipeline
         from tvmflow.adapter import tune as ad
-        from tvmflow.frontend import import_model
-        from tvmflow.targets import get_target
+        from tvmflow.ir.frontend import import_model
+        from tvmflow.target.presets import get_target
         preset = get_target("host")
         tgt = preset.tvm_target()
         mod = pipeline.prepare(import_model(variant).mod, tgt)
@@ -51,7 +51,7 @@ def child(mode: str, variant: str, trials: int, per_round: int, work: Path) -> N
 
 
 def count(work: Path, variant: str, mode: str = "stock") -> dict:
-    from tvmflow import schedules as S
+    from tvmflow.tuning import schedules as S
     # tvmflow's tune writes this CPU's set (host/<cpu>/<variant>); the stock run its own dir
     d = S.schedule_dir("host", variant, work) if mode == "tvmflow" else work / "host" / variant
     recs, _ = S._read_lines(d / S.DB_RECORDS)

@@ -9,6 +9,18 @@ import sys
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _workspace(tmp_path_factory):
+    """Tests write into a workspace of their own, never into the checkout."""
+    old = os.environ.get("TVMFLOW_HOME")
+    os.environ["TVMFLOW_HOME"] = str(tmp_path_factory.mktemp("workspace"))
+    yield
+    if old is None:
+        os.environ.pop("TVMFLOW_HOME", None)
+    else:
+        os.environ["TVMFLOW_HOME"] = old
+
+
 @pytest.fixture(autouse=True)
 def _only_repo_models(monkeypatch):
     """Tests see the repo's models/ only, whatever the caller's TVMFLOW_MODEL_PATH says."""
@@ -44,7 +56,7 @@ def artifacts(tmp_path_factory):
     old = os.environ.get("TVMFLOW_ARTIFACTS_DIR")
     os.environ["TVMFLOW_ARTIFACTS_DIR"] = str(directory)
     try:
-        from tvmflow.bench import ensure_module
+        from tvmflow.measure.bench import ensure_module
         for variant in ("pruned", "pruned-a8"):
             ensure_module(variant, "host")          # compiles when missing or stale
         yield directory

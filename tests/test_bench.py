@@ -132,8 +132,8 @@ def test_no_board_under_the_key(artifacts, tmp_path):
 
 
 def test_module_for_another_arch_is_refused_before_upload(tmp_path):
-    from tvmflow.bench import BenchOptions, ModuleRef, run
-    from tvmflow.session import Route
+    from tvmflow.measure.bench import BenchOptions, ModuleRef, run
+    from tvmflow.runtime.session import Route
     so = rpc.build_add_module(tmp_path / "add-aarch64.so", rpc.AARCH64_TARGET,
                               cross_cc="aarch64-linux-gnu-gcc")
     with rpc.local_rpc(1, key="x86-board") as cluster:
@@ -155,8 +155,8 @@ def test_cross_target_needs_a_board(tmp_path):
 
 
 def test_wrong_module_fails_the_output_check(artifacts):
-    from tvmflow.bench import BenchOptions, ModuleRef, run
-    from tvmflow.session import Route
+    from tvmflow.measure.bench import BenchOptions, ModuleRef, run
+    from tvmflow.runtime.session import Route
     wrong = ModuleRef("pruned", artifacts / "host" / "pruned-a8.so", arch="x86_64")
     with pytest.raises(TvmflowError, match="pruned: the output on the device differs from PyTorch"):
         run("host", [wrong], Route("local"), options=BenchOptions(baselines=False))
@@ -210,7 +210,7 @@ def test_board_dying_mid_bench_keeps_partial_results(artifacts, tmp_path):
 
 
 def test_route_resolution_order():
-    from tvmflow.session import resolve_route
+    from tvmflow.runtime.session import resolve_route
     env = {"TVM_TRACKER_HOST": "127.0.0.1", "TVM_TRACKER_PORT": "9000", "TVM_TRACKER_KEY": "k"}
     assert resolve_route(environ={}).mode == "local"
     assert resolve_route(environ={}, default_via="rpc").mode == "local-rpc"
@@ -229,8 +229,8 @@ def test_route_resolution_order():
 
 def test_emulated_board_is_recognised(monkeypatch):
     from tvmflow import board
-    from tvmflow.bench import _emulated_board
-    from tvmflow.session import Route
+    from tvmflow.measure.bench import _emulated_board
+    from tvmflow.runtime.session import Route
     info = board.BoardInfo(name="emu0", key="rpi4-emu", host="127.0.0.1", port=9091, pid=1,
                            tracker="127.0.0.1:9190", tracker_owned=True, log="", root="")
     monkeypatch.setattr(board, "running_boards", lambda: [info])
@@ -241,8 +241,8 @@ def test_emulated_board_is_recognised(monkeypatch):
 
 
 def test_module_ref_reads_trials_seed_and_arch_from_the_sidecar(tmp_path):
-    from tvmflow.bench import module_from_package
-    from tvmflow.package import Package
+    from tvmflow.measure.bench import module_from_package
+    from tvmflow.artifact.package import Package
     side = {"variant": {"name": "pruned"}, "input": {"seed": 3},
             "target": {"name": "rpi4", "device": "cpu",
                        "target": {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}},

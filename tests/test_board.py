@@ -81,7 +81,7 @@ def test_cross_compiled_add_runs_on_the_board(boards, libs):
     # its TVM runs the cores of the board it stands in for: the server's TVM_NUM_THREADS gives
     # its pool that many workers (TVM's default would stop at this machine's cores under qemu)
     from tvmflow.adapter.runtime import remote_session
-    from tvmflow.targets import get_target
+    from tvmflow.target.presets import get_target
     cores = get_target(board.BOARD_TARGET).target["num-cores"]
     assert info.threads == cores
     assert remote_session(sess, "tracker", info.tracker, KEY).use_threads(cores) == cores

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tvmflow import board
-from tvmflow import schedules as S
+from tvmflow.tuning import schedules as S
 from tvmflow.adapter import rpc
 
 KEY = f"pytest-flow-{os.getpid()}"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from tvmflow.errors import TvmflowError
-from tvmflow.report import BenchReport, VariantResult
-from tvmflow.stats import Latency
+from tvmflow.measure.report import BenchReport, VariantResult
+from tvmflow.measure.stats import Latency
 
 
 # ----------------------------------------------------------------------------- unit level
@@ -37,7 +37,7 @@ class FakeRunner:
 
 
 def _measure_order(interleave: bool, rounds: int = 3):
-    from tvmflow.bench import BenchOptions, _measure
+    from tvmflow.measure.bench import BenchOptions, _measure
     log = []
     report = BenchReport("compare", "host")
     runners = {}
@@ -65,7 +65,7 @@ def test_bench_measures_variants_one_after_the_other():
 
 
 def _synthetic(aligned_factor: float, seed: int = 0, emulated: bool = False) -> BenchReport:
-    from tvmflow.registry import get_spec
+    from tvmflow.spec.registry import get_spec
     rng = np.random.default_rng(seed)
     rep = BenchReport("compare", "host", environment={"emulated": emulated, "host_cores": 2,
                                                       "target_dict": {"kind": "llvm"}})

@@ -41,12 +41,12 @@ def env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def models(env):
     """Each variant imported once (seed 0), shared by the four targets' compiles."""
-    from tvmflow.frontend import import_model
+    from tvmflow.ir.frontend import import_model
     return {v: import_model(v, seed=0) for v in VARIANTS}
 
 
 def _compile_all(target, env, models, variants=VARIANTS):
-    from tvmflow.compile import compile
+    from tvmflow.artifact.compile import compile
     out = env / "out" / target
     return {v: compile(v, target, out / f"{v}.so", seed=0, model=models[v]) for v in variants}
 
@@ -128,7 +128,7 @@ def check_sidecar(pkg, target, variant):
     assert side["module"]["sha256"] == sha256(pkg.path)
     assert side["module"]["bytes"] == os.path.getsize(pkg.path)
     assert side["variant"]["name"] == variant
-    from tvmflow.registry import get_spec
+    from tvmflow.spec.registry import get_spec
     assert side["variant"]["cfg"] == json.loads(json.dumps(get_spec(variant).cfg()))
     assert side["target"]["name"] == target
     assert side["weights"] == {"kind": "random", "seed": 0}
@@ -147,9 +147,9 @@ def check_sidecar(pkg, target, variant):
 
 
 def test_host_modules_match_pytorch(host_pkgs):
-    from tvmflow.frontend import torch_model_for
-    from tvmflow.registry import get_spec
-    from tvmflow.run import run
+    from tvmflow.ir.frontend import torch_model_for
+    from tvmflow.spec.registry import get_spec
+    from tvmflow.runtime.run import run
     for variant, pkg in host_pkgs.items():
         side = check_sidecar(pkg, "host", variant)
         assert elf_machine(pkg.path) == EM_X86_64
@@ -158,7 +158,7 @@ def test_host_modules_match_pytorch(host_pkgs):
         assert "cuda" not in side
         res = run(pkg.path)
         import torch
-        from tvmflow.nin import example_input
+        from tvmflow.spec.nin import example_input
         x = example_input(get_spec(variant), 0)
         with torch.no_grad():
             ref = torch_model_for(get_spec(variant), 0)(x).numpy()
@@ -168,7 +168,7 @@ def test_host_modules_match_pytorch(host_pkgs):
 
 
 def test_cli_run_host_module_matches_pytorch(host_pkgs, run_cli, tmp_path):
-    from tvmflow.frontend import import_model
+    from tvmflow.ir.frontend import import_model
     pkg = host_pkgs["pruned-a8"]
     out = tmp_path / "y.npy"
     res = run_cli("run", "--module", pkg.path, "-o", out)
@@ -198,7 +198,7 @@ def test_run_input_errors(host_pkgs, run_cli, tmp_path):
 
 
 def test_package_load_detects_tampering(host_pkgs, tmp_path):
-    from tvmflow.package import Package, stale_reason
+    from tvmflow.artifact.package import Package, stale_reason
     src = host_pkgs["grouped"]
     assert stale_reason(src.path) is None
     copy = tmp_path / "g.so"
@@ -227,8 +227,8 @@ def test_package_load_detects_tampering(host_pkgs, tmp_path):
 def test_interrupted_compile_keeps_previous_module(host_pkgs, models, tmp_path, monkeypatch):
     """A compile that dies while writing the .so leaves the old module and no temp file."""
     import tvmflow.adapter.build as build
-    from tvmflow.compile import compile
-    from tvmflow.package import Package
+    from tvmflow.artifact.compile import compile
+    from tvmflow.artifact.package import Package
     src = host_pkgs["pruned-a8"]
     dest = tmp_path / "m.so"
     shutil.copy(src.path, dest)
@@ -324,7 +324,7 @@ def test_output_must_be_so(run_cli, tmp_path):
 
 def _log_dir(env, target, variant):
     """The target's own set (``<target>/<cpu>/<variant>``: cortex-a72 for rpi4)."""
-    from tvmflow.targets import get_target
+    from tvmflow.target.presets import get_target
     d = env / "schedules" / target / get_target(target).cpu_key / variant
     d.mkdir(parents=True, exist_ok=True)
     return d

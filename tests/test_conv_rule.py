@@ -16,7 +16,7 @@ TOL = 1e-4
 
 
 def _host():
-    from tvmflow.targets import get_target
+    from tvmflow.target.presets import get_target
     return get_target("host").tvm_target()
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvmflow import schedules as S
-from tvmflow.cpus import Candidate, cpu_traits, isa_from_flags, rank, rank_key, why_near
+from tvmflow.tuning import schedules as S
+from tvmflow.target.cpus import Candidate, cpu_traits, isa_from_flags, rank, rank_key, why_near
 from tvmflow.errors import TvmflowError
-from tvmflow.targets import _cpu_flags, get_target
+from tvmflow.target.presets import _cpu_flags, get_target
 
 SHIPPED = S.SCHEDULES_DIR / "host" / "emeraldrapids"
 
@@ -260,8 +260,8 @@ def test_compile_applies_the_nearest_set_and_says_so(tmp_path):
     assert sched["path"] == str(root / "host" / other / "pruned-a8")
     assert side["coverage"]["tuned"] == side["coverage"]["tasks"] == n
     assert side["target"]["target"]["mcpu"] == here            # generated for this CPU
-    from tvmflow.frontend import import_model
-    from tvmflow.run import run
+    from tvmflow.ir.frontend import import_model
+    from tvmflow.runtime.run import run
     model = import_model("pruned-a8", seed=0)
     err = np.abs(run(so).output - model.reference(model.example_input())).max()
     assert err <= 1e-4
@@ -280,7 +280,7 @@ def test_compile_applies_the_nearest_set_and_says_so(tmp_path):
 
 
 def _pkg(mcpu: str):
-    from tvmflow.package import Package
+    from tvmflow.artifact.package import Package
     side = {"variant": {"name": "pruned"}, "input": {"seed": 0, "shape": [1, 3, 32, 32],
                                                      "dtype": "float32"},
             "target": {"name": "host", "device": "cpu", "target": {"kind": "llvm", "mcpu": mcpu}},
@@ -289,7 +289,7 @@ def _pkg(mcpu: str):
 
 
 def test_run_refuses_a_module_for_a_cpu_with_extensions_this_one_lacks():
-    from tvmflow.run import mismatches, missing_cpu_features
+    from tvmflow.runtime.run import mismatches, missing_cpu_features
     flags = _cpu_flags()
     here = get_target("host").cpu_key
     assert mismatches(_pkg(here)) == [] and mismatches(_pkg("x86-64")) == []

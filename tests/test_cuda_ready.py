@@ -122,10 +122,10 @@ def dry_tuned(tmp_path_factory):
 import json
 from tvmflow.adapter import pipeline
 from tvmflow.adapter.tune import design_spaces
-from tvmflow.compile import compile
-from tvmflow.frontend import import_model
-from tvmflow.targets import get_target
-from tvmflow.tune import tune
+from tvmflow.artifact.compile import compile
+from tvmflow.ir.frontend import import_model
+from tvmflow.target.presets import get_target
+from tvmflow.tuning.tune import tune
 out = {{}}
 model = import_model({VARIANT!r})
 for name in {CUDA_PRESETS!r}:
@@ -156,7 +156,7 @@ def test_design_space_of_every_task(dry_tuned, name):
 
 @pytest.mark.parametrize("name", CUDA_PRESETS)
 def test_dry_run_tune_commits_records_that_compile_applies(dry_tuned, name):
-    from tvmflow import schedules as S
+    from tvmflow.tuning import schedules as S
     res = dry_tuned[name]
     log = Path(res["log"])
     assert res["trials"] == 4 and S.check(log).ok and S.record_count(log) == 4
@@ -169,8 +169,8 @@ def test_dry_run_tune_commits_records_that_compile_applies(dry_tuned, name):
 
 
 def test_dry_and_measured_records_never_mix(tmp_path, monkeypatch):
-    from tvmflow import schedules as S
-    from tvmflow.tune import tune
+    from tvmflow.tuning import schedules as S
+    from tvmflow.tuning.tune import tune
     monkeypatch.setenv("TVMFLOW_SCHEDULES", str(tmp_path))
     log = S.schedule_dir("host", VARIANT, tmp_path)
     log.mkdir(parents=True)
@@ -185,9 +185,9 @@ def test_round_where_every_candidate_fails_stops_the_tune(tmp_path, monkeypatch)
     """Finding 4: an all-failed task scored infinity and took the whole budget, silently.
     (A few failed rounds are normal: one of the two CUDA design spaces of avg_pool2d fails
     TVM's lowering; the dry-run tunes above meet it.)"""
-    from tvmflow import schedules as S
+    from tvmflow.tuning import schedules as S
     from tvmflow.adapter import tune as ad
-    from tvmflow.tune import tune
+    from tvmflow.tuning.tune import tune
     monkeypatch.setenv("TVMFLOW_SCHEDULES", str(tmp_path))
     real = ad.make_dry_runner
     monkeypatch.setattr(ad, "make_dry_runner",
@@ -205,7 +205,7 @@ def test_round_where_every_candidate_fails_stops_the_tune(tmp_path, monkeypatch)
 
 
 def test_cuda_preset_without_max_threads_per_block_is_refused(tmp_path):
-    from tvmflow.targets import load_preset
+    from tvmflow.target.presets import load_preset
     text = (REPO / "targets" / "h100.toml").read_text()
     assert "max_threads_per_block = 1024" in text
     broken = tmp_path / "old-h100.toml"
@@ -243,7 +243,7 @@ def test_builders_get_cuda_path_and_build_under_the_target(monkeypatch):
     import tvm
     import tvm.driver
     from tvmflow.adapter.tune import builder_env, fast_build
-    from tvmflow.targets import get_target
+    from tvmflow.target.presets import get_target
     tgt = get_target("h100").tvm_target()
     env = builder_env(tgt)
     assert Path(env["CUDA_PATH"], "include", "cuda_runtime.h").is_file()
@@ -258,8 +258,8 @@ def test_builders_get_cuda_path_and_build_under_the_target(monkeypatch):
 
 def test_default_builder_workers(monkeypatch):
     """Finding 5: a 16-core GPU machine built with 2 workers."""
-    from tvmflow import targets
-    from tvmflow.tune import default_workers
+    from tvmflow.target import presets as targets
+    from tvmflow.tuning.tune import default_workers
     h100, host = targets.get_target("h100"), targets.get_target("host")
     monkeypatch.setattr(targets, "host_cores", lambda: 16)
     assert default_workers(h100) == 14 and default_workers(host) == 2
@@ -282,7 +282,7 @@ def test_version_without_install_metadata(monkeypatch):
     import importlib.metadata as md
     import tvmflow
     from tvmflow._version import __version__
-    from tvmflow.package import tvmflow_version
+    from tvmflow.artifact.package import tvmflow_version
     assert md.version("tvmflow") == __version__        # pyproject reads the same file
     def missing(name):
         raise md.PackageNotFoundError(name)
@@ -291,7 +291,7 @@ def test_version_without_install_metadata(monkeypatch):
 
 
 def test_event_times_reads_every_event_after_one_synchronize():
-    from tvmflow.baselines import event_times
+    from tvmflow.measure.baselines import event_times
     clock = {"t": 0.0, "synced": 0}
 
     class Event:
@@ -315,7 +315,7 @@ def test_event_times_reads_every_event_after_one_synchronize():
 def test_gpu_baselines_say_why_they_are_left_out():
     """Without a GPU each GPU baseline is left out with its reason; none raises."""
     import torch
-    from tvmflow.baselines import GPU_BASELINES, make_gpu_baselines
+    from tvmflow.measure.baselines import GPU_BASELINES, make_gpu_baselines
     model = torch.nn.Conv2d(3, 4, 3)
     x = np.zeros((1, 3, 8, 8), np.float32)
     runners, skipped = make_gpu_baselines("m", model, x, 1)

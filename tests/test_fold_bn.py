@@ -26,7 +26,7 @@ def _ops(func) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def pruned():
-    from tvmflow.frontend import import_model
+    from tvmflow.ir.frontend import import_model
     return import_model("pruned")
 
 
@@ -34,7 +34,7 @@ def test_bn_leaves_one_bias_add_per_conv(pruned):
     """After the graph passes, each conv + BN is a conv and one add: no subtract, divide,
     sqrt or expand_dims is left to run (nor to fold at build time)."""
     import tvm
-    from tvmflow.targets import get_target
+    from tvmflow.target.presets import get_target
     tgt = get_target("host").tvm_target()
     passes = P._graph_passes(tgt, P.PipelineOptions())
     with tgt, tvm.transform.PassContext(opt_level=3):

@@ -20,7 +20,7 @@ def _target(**kw):
 
 
 def _host():
-    from tvmflow.targets import get_target
+    from tvmflow.target.presets import get_target
     return get_target("host").tvm_target()
 
 
@@ -70,7 +70,7 @@ def test_options_round_trip_and_bad_values():
 
 @pytest.fixture(scope="module")
 def models():
-    from tvmflow.frontend import import_model
+    from tvmflow.ir.frontend import import_model
     return {v: import_model(v) for v in FIVE}
 
 
@@ -224,7 +224,7 @@ def test_tune_cli_layout_options(run_cli, tmp_path, monkeypatch):
     out = run_cli("tune", "-v", "pruned", "--layout", "NCHWc", "--no-pad", "--trials", 8,
                   "--per-round", 8, "--json", timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    from tvmflow import schedules as S
+    from tvmflow.tuning import schedules as S
     meta = S.read_meta(S.schedule_dir("host", "pruned", tmp_path))
     block = P.PipelineOptions(layout="NCHWc").resolved(_host()).block
     assert meta["pipeline"] == {"prepack": True, "fold_bn": True, "layout": "NCHWc",

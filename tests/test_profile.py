@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tvmflow.profile import assign_layers
-from tvmflow.registry import get_spec
+from tvmflow.measure.profile import assign_layers
+from tvmflow.spec.registry import get_spec
 
 ROUNDS = 7
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from tvmflow.errors import TvmflowError
-from tvmflow.nin import build_model, count_params, randomize
-from tvmflow.registry import create_model, get_spec, list_models
+from tvmflow.spec.nin import build_model, count_params, randomize
+from tvmflow.spec.registry import create_model, get_spec, list_models
 
 FIVE = {  # params, conv MACs at 1x3x32x32 (micronet.md)
     "original": (969_822, 222_486_528),

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tvmflow import schedules as S
+from tvmflow.tuning import schedules as S
 from tvmflow.errors import TvmflowError
-from tvmflow.targets import get_target
+from tvmflow.target.presets import get_target
 
 TARGET = {"keys": ["cpu"], "kind": "llvm", "mcpu": "x86-64-v4", "num-cores": 2, "tag": ""}
 
@@ -149,7 +149,7 @@ def test_schedules_cli_lists_and_repairs(tmp_path):
     out = subprocess.run([sys.executable, "-m", "tvmflow", "schedules", "--json"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    rows = json.loads(out.stdout)
+    rows = [r for r in json.loads(out.stdout) if r["source"] == "workspace"]
     cpu = p.cpu_key
     assert [(r["target"], r["cpu"], r["variant"], r["trials"]) for r in rows] == \
         [("host", cpu, "pruned-a8", 10)]
@@ -158,5 +158,5 @@ def test_schedules_cli_lists_and_repairs(tmp_path):
     out = subprocess.run([sys.executable, "-m", "tvmflow", "schedules", "--repair", "--json"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)[0]["integrity"] == "ok"
-    assert json.loads(out.stdout)[0]["records"] == 10
+    rows = [r for r in json.loads(out.stdout) if r["source"] == "workspace"]
+    assert rows[0]["integrity"] == "ok" and rows[0]["records"] == 10

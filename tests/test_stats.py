@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from tvmflow.stats import CV_HINT, Latency, cv_warning, median_ci, ratio_ci
+from tvmflow.measure.stats import CV_HINT, Latency, cv_warning, median_ci, ratio_ci
 
 
 def test_latency_summary_matches_numpy():

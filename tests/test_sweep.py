@@ -9,8 +9,8 @@ import tomllib
 import pytest
 
 from tvmflow.errors import TvmflowError
-from tvmflow.registry import get_spec
-from tvmflow.sweep import aligned_channels, parse_aligns, plan_sweep
+from tvmflow.spec.registry import get_spec
+from tvmflow.experiments.sweep import aligned_channels, parse_aligns, plan_sweep
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_parse_aligns():
 
 def test_checkpoint_source(models_dir, tmp_path):
     import torch
-    from tvmflow.nin import build_model
+    from tvmflow.spec.nin import build_model
     spec = get_spec("pruned")
     ckpt = tmp_path / "mine.pth"
     torch.save({"cfg": list(spec.channels), "state_dict": build_model(spec).state_dict()}, ckpt)

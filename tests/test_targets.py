@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from tvmflow.errors import TvmflowError
-from tvmflow.targets import get_target
+from tvmflow.target.presets import get_target
 
 BUILTIN = {"host", "rpi4", "jetson-orin", "h100", "cuda"}
 

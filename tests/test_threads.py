@@ -13,9 +13,9 @@ import pytest
 
 from tvmflow import threads as T
 from tvmflow.errors import TvmflowError
-from tvmflow.report import BenchReport, VariantResult
-from tvmflow.stats import Latency
-from tvmflow.targets import get_target
+from tvmflow.measure.report import BenchReport, VariantResult
+from tvmflow.measure.stats import Latency
+from tvmflow.target.presets import get_target
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_child_env_and_scoped(monkeypatch):
 
 def test_compare_host_rpc_server_runs_num_cores_threads(no_env_threads, host_cores):
     """The server `compare --target host` starts (route local-rpc) runs num-cores threads."""
-    from tvmflow.session import open_session, resolve_route
+    from tvmflow.runtime.session import open_session, resolve_route
     preset = get_target("host")
     route = resolve_route(default_key=preset.rpc_key, default_via="rpc", environ={})
     assert route.mode == "local-rpc"
@@ -94,7 +94,7 @@ def test_tuning_runner_worker_runs_the_count(no_env_threads, host_cores):
 
 def test_threads_1_for_every_runner_in_the_report(artifacts, no_env_threads, tmp_path):
     import torch
-    from tvmflow.bench import BenchOptions, bench
+    from tvmflow.measure.bench import BenchOptions, bench
     before = torch.get_num_threads()
     opts = BenchOptions(warmup=1, min_repeats=4, min_time=0, rounds=2, settle=0)
     report = bench("host", "pruned-a8", threads=1, options=opts, out_dir=tmp_path / "out")
@@ -114,9 +114,9 @@ def test_threads_1_for_every_runner_in_the_report(artifacts, no_env_threads, tmp
 
 
 def test_bad_thread_counts_are_clear_errors(run_cli):
-    from tvmflow.bench import bench
-    from tvmflow.profile import profile
-    from tvmflow.tune import tune
+    from tvmflow.measure.bench import bench
+    from tvmflow.measure.profile import profile
+    from tvmflow.tuning.tune import tune
     for call in (lambda: bench("host", "pruned-a8", threads=0),
                  lambda: tune("pruned-a8", "host", trials=1, threads=-1),
                  lambda: profile("pruned-a8", "host", threads=0)):
@@ -157,7 +157,7 @@ def test_report_warns_when_thread_counts_differ():
 def test_report_names_schedules_from_another_cpu():
     """compare on a CPU without its own schedule set says so: the warning, the table's
     trials cell and the JSON name the CPU the schedules were tuned on and this one."""
-    from tvmflow.bench import _schedule_set
+    from tvmflow.measure.bench import _schedule_set
     rep = _report({"tvm": 2, "pytorch": 2, "onnxruntime": 2})
     sidecar = {"schedules": {"path": "x", "sha256": "0", "cpu": "emeraldrapids",
                              "running_on": "znver2", "match": "nearest",

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvmflow import schedules as S
+from tvmflow.tuning import schedules as S
 
 VARIANT = "pruned-a8"
 
@@ -55,7 +55,7 @@ def test_tune_writes_log_and_meta(tuned):
     assert meta["est_total_ms"] > 0 and meta["n_tuned_tasks"] >= 1
     assert (d / "logs").is_dir() and any((d / "logs").iterdir())  # MetaSchedule's own logs
     # TVM's thread count in the runner's worker process, asked there
-    from tvmflow.targets import get_target
+    from tvmflow.target.presets import get_target
     cores = int(os.environ.get("TVM_NUM_THREADS") or get_target("host").target["num-cores"])
     assert meta["threads"] == {"requested": cores, "tvm": cores} == res["threads"]
 
@@ -71,8 +71,8 @@ def test_rerun_within_budget_does_nothing(tuned):
 def test_pipeline_build_applies_database(tuned):
     from tvmflow.adapter import pipeline
     from tvmflow.adapter.build import run_local
-    from tvmflow.frontend import import_model
-    from tvmflow.targets import get_target
+    from tvmflow.ir.frontend import import_model
+    from tvmflow.target.presets import get_target
     root, _ = tuned
     preset = get_target("host")
     db, info = S.load_for_compile(preset, VARIANT, root=root)
@@ -218,7 +218,7 @@ def test_adapt_remeasures_another_cpus_records_and_the_budget_continues(tmp_path
     """A few trials tuned for another CPU (the baseline x86-64 level, moved to a set named
     "othercpu"), then `tune --adapt` for this CPU: the source's best records are re-measured
     here and committed with this CPU's target, and the trial budget goes on from them."""
-    from tvmflow.targets import get_target
+    from tvmflow.target.presets import get_target
     here = get_target("host").cpu_key
     presets = tmp_path / "presets"
     presets.mkdir()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tvmflow.registry import get_spec
+from tvmflow.spec.registry import get_spec
 
 FIVE = ["original", "grouped", "grouped-wide", "pruned", "pruned-a8"]
 
@@ -34,8 +34,8 @@ def test_verify_all_variants_both_frontends(verify_all):
     assert verify_all["passed"] and verify_all["tolerance"] == 1e-4
     # checked with the pipeline compile uses by default for each model on this CPU
     from tvmflow.adapter.pipeline import default_options
-    from tvmflow.frontend import import_model
-    from tvmflow.targets import get_target
+    from tvmflow.ir.frontend import import_model
+    from tvmflow.target.presets import get_target
     tgt = get_target("host").tvm_target()
     want = {default_options(tgt, import_model(v).mod).label for v in FIVE}
     assert set(verify_all["pipeline"].split("; ")) == want
@@ -54,7 +54,7 @@ def test_verify_with_the_nchwc_layout_on():
 
 def test_verify_can_fail():
     """With an impossible tolerance the same comparison fails: the check is real."""
-    from tvmflow.verify import verify
+    from tvmflow.ir.verify import verify
     result = verify("pruned", ("torch",), tolerance=0.0)
     assert not result.passed and result.rows[0].max_abs_error > 0
 
@@ -74,8 +74,8 @@ def test_verify_unknown_variant_suggests():
 
 def test_bn_statistics_matter():
     """Randomised BN statistics change the output: BN in inference mode is exercised."""
-    from tvmflow.frontend import torch_model_for
-    from tvmflow.nin import example_input
+    from tvmflow.ir.frontend import torch_model_for
+    from tvmflow.spec.nin import example_input
     spec = get_spec("pruned")
     model = torch_model_for(spec, seed=0)
     x = example_input(spec, 0)
@@ -93,9 +93,9 @@ def test_user_onnx_file_imports(tmp_path):
     """A user with only an ONNX file gets a Relax module through import_onnx_file."""
     from tvmflow.adapter.build import build, run_local
     from tvmflow.adapter.frontend import export_onnx
-    from tvmflow.frontend import import_onnx_file, torch_model_for
-    from tvmflow.nin import example_input
-    from tvmflow.targets import get_target
+    from tvmflow.ir.frontend import import_onnx_file, torch_model_for
+    from tvmflow.spec.nin import example_input
+    from tvmflow.target.presets import get_target
     spec = get_spec("grouped")
     model = torch_model_for(spec, seed=3)
     x = example_input(spec, 3)
@@ -108,6 +108,6 @@ def test_user_onnx_file_imports(tmp_path):
 
 def test_missing_onnx_file_is_a_clear_error(tmp_path):
     from tvmflow.errors import TvmflowError
-    from tvmflow.frontend import import_onnx_file
+    from tvmflow.ir.frontend import import_onnx_file
     with pytest.raises(TvmflowError, match="does not exist"):
         import_onnx_file(tmp_path / "nope.onnx")

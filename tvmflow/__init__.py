@@ -14,19 +14,19 @@ TVM itself is imported lazily, on the first call that needs it.
 
 from __future__ import annotations
 
-from .errors import TvmflowError
-from .registry import create_model, get_spec, list_models
-from .frontend import import_model
-from .compile import compile
-from .tune import tune
-from .bench import bench, compare
-from .run import run
-from .verify import verify
-from .prune import prune
-from .profile import profile
-from .sweep import sweep
+from tvmflow.errors import TvmflowError
+from tvmflow.spec.registry import create_model, get_spec, list_models
+from tvmflow.ir.frontend import import_model
+from tvmflow.artifact.compile import compile
+from tvmflow.tuning.tune import tune
+from tvmflow.measure.bench import bench, compare
+from tvmflow.runtime.run import run
+from tvmflow.ir.verify import verify
+from tvmflow.spec.prune import prune
+from tvmflow.measure.profile import profile
+from tvmflow.experiments.sweep import sweep
 
-from ._version import __version__
+from tvmflow._version import __version__
 
 __all__ = ["TvmflowError", "bench", "compare", "compile", "create_model", "get_spec",
            "import_model", "list_models", "profile", "prune", "run", "sweep", "tune", "verify",

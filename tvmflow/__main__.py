@@ -1,3 +1,3 @@
-from .cli import run
+from tvmflow.cli import run
 
 run()

@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .adapter import rpc
-from .errors import TvmflowError
+from tvmflow.adapter import rpc
+from tvmflow.errors import TvmflowError
 
 DEFAULT_KEY = "rpi4-emu"
 BOARD_TARGET = "rpi4"                # the preset the board stands in for (its num-cores)
@@ -548,8 +548,8 @@ def start(name: str = DEFAULT_NAME, tracker: str | None = None, key: str = DEFAU
         raise TvmflowError(f"bad board name {name!r}")
     if not key:
         raise TvmflowError("the board key must not be empty")
-    from .targets import get_target
-    from .threads import child_env, resolve
+    from tvmflow.target.presets import get_target
+    from tvmflow.threads import child_env, resolve
     threads = resolve(get_target(BOARD_TARGET), threads)
     check_tools()
     if read_marker() is None:

@@ -27,7 +27,7 @@ import contextlib
 import os
 from typing import Any, Iterator, Mapping
 
-from .errors import TvmflowError
+from tvmflow.errors import TvmflowError
 
 ENV = "TVM_NUM_THREADS"
 # other environment variables TVM 0.27's thread pool reads (see README, "Threads")
@@ -61,7 +61,7 @@ def preset_cores(preset) -> int:
         value = (part or {}).get("num-cores")
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
             return value
-    from .targets import host_cores
+    from tvmflow.target.presets import host_cores
     return host_cores()
 
 

@@ -113,8 +113,8 @@ def check_nvrtc(arch: str) -> str:
 
 def check_models() -> str:
     import torch
-    from tvmflow.frontend import import_model
-    from tvmflow.registry import list_models
+    from tvmflow.ir.frontend import import_model
+    from tvmflow.spec.registry import list_models
     names = list_models()
     t0 = time.perf_counter()
     for name in names:

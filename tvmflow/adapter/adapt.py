@@ -53,7 +53,7 @@ def remeasure(tasks, source_dir: str, dest_dir: str, target, *, builder, runner,
     """
     from tvm.s_tir import meta_schedule as ms
 
-    from .tune import intrin_arch, light_tensor_intrin_import, native_stderr_to, open_database
+    from tvmflow.adapter.tune import intrin_arch, light_tensor_intrin_import, native_stderr_to, open_database
     light_tensor_intrin_import(intrin_arch(target))
     src = open_database(source_dir, allow_missing=False)
     dst = open_database(dest_dir, allow_missing=True)

@@ -9,7 +9,7 @@ def build(mod, target):
     """Compile with TVM's default pipeline (no tuning database); CUDA kernels stay source for
     the nvcc cubin step of :func:`export_library` (:func:`.cuda.nvcc_build`)."""
     import tvm
-    from .cuda import nvcc_build
+    from tvmflow.adapter.cuda import nvcc_build
     tgt = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
     with nvcc_build(tgt):
         return tvm.compile(mod, target=tgt)
@@ -43,7 +43,7 @@ def export_library(executable, path, *, cross_compiler: str | None = None,
     (``{"cuda": {...}}`` for CUDA builds).
     """
     from tvm.support import cc
-    from .cuda import CubinReport, cubin_pack_imports, nvcc_version
+    from tvmflow.adapter.cuda import CubinReport, cubin_pack_imports, nvcc_version
     kwargs: dict = {}
     if cross_compiler:
         kwargs["fcompile"] = cc.cross_compiler(cross_compiler)

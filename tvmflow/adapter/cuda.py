@@ -38,7 +38,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import TvmflowError
+from tvmflow.errors import TvmflowError
 
 EM_CUDA = 190
 BLOB_SYMBOL = "__tvm_ffi__library_bin"

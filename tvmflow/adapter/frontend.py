@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..errors import TvmflowError
+from tvmflow.errors import TvmflowError
 
 
 def from_torch(model, example):

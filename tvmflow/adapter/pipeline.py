@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import TvmflowError
+from tvmflow.errors import TvmflowError
 
 LAYOUTS = ("NCHW", "NHWC", "NCHWc")
 #: how the blocked convs of the NCHWc layout get their schedule: MetaSchedule's search, or the
@@ -75,7 +75,7 @@ class PipelineOptions:
         if self.layout != "NCHWc" or self.block:
             return self
         from dataclasses import replace
-        from .nchwc import vector_block
+        from tvmflow.adapter.nchwc import vector_block
         try:
             return replace(self, block=vector_block(_target(target)))
         except ValueError as exc:
@@ -126,7 +126,7 @@ def nchwc_fits(target, mod) -> bool:
     input and the output.  A model whose narrow group convs need NCHW in between (grouped)
     pays a transform at each of them and keeps NCHW, as it ran faster there (README, "The
     NCHWc layout")."""
-    from .nchwc import vector_block
+    from tvmflow.adapter.nchwc import vector_block
     tgt = _target(target)
     if tgt.kind.name != "llvm" or vector_block(tgt) < 8:
         return False  # NEON (block 4): NCHWc is not measured on a board yet
@@ -170,7 +170,7 @@ def _target(target):
         return target
     if hasattr(target, "tvm_target"):  # a TargetPreset
         return target.tvm_target()
-    from .target import make_target
+    from tvmflow.adapter.target import make_target
     return make_target(target)
 
 
@@ -185,7 +185,7 @@ def _graph_passes(target, options: PipelineOptions) -> list:
     if options.fold_bn:
         passes.append(_fold_bn_pass())
     if options.layout == "NCHWc":
-        from . import nchwc
+        from tvmflow.adapter import nchwc
         block = options.resolved(target).block
         passes.append(t.FoldConstant())
         if options.pad_channels:
@@ -205,7 +205,7 @@ def _relax_passes(target, options: PipelineOptions) -> list:
     passes = _graph_passes(target, options)
     legalize: dict | None = None
     if options.layout == "NCHWc":
-        from . import nchwc
+        from tvmflow.adapter import nchwc
         legalize = nchwc.legalize_map()
     try:
         passes += rp.library_dispatch_passes(target)
@@ -214,7 +214,7 @@ def _relax_passes(target, options: PipelineOptions) -> list:
     passes += [t.LegalizeOps(customize_legalize_map=legalize), t.AnnotateTIROpPattern(),
                t.FoldConstant(), t.FuseOps(), t.FuseTIR()]
     if options.conv_rule == "fixed":
-        from . import conv_rule
+        from tvmflow.adapter import conv_rule
         passes.append(conv_rule.apply_pass())
     if options.prepack:
         passes.append(t.AttachAttrLayoutFreeBuffers())
@@ -295,7 +295,7 @@ def _numpy_fold_pass():
     unary = {"relax.sqrt": np.sqrt, "relax.rsqrt": lambda a: 1 / np.sqrt(a),
              "relax.negative": np.negative}
 
-    from .nchwc import _const as _value
+    from tvmflow.adapter.nchwc import _const as _value
 
     def _fold(call):
         if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
@@ -353,7 +353,7 @@ def layout_summary(mod, target, options: PipelineOptions | None = None) -> dict[
     :func:`.nchwc.layout_summary`)."""
     import tvm
     from tvm import relax
-    from .nchwc import layout_summary as summary
+    from tvmflow.adapter.nchwc import layout_summary as summary
     options = options or DEFAULT
     tgt = _target(target)
     # no FoldConstant: the weights' transforms (on constants) are not counted either way
@@ -388,7 +388,7 @@ def _scheduled(task) -> bool:
 
 def fixed_functions(mod) -> list[str]:
     """The PrimFuncs of a prepared module that a fixed rule scheduled (not tuning tasks)."""
-    from .conv_rule import fixed_functions as fixed
+    from tvmflow.adapter.conv_rule import fixed_functions as fixed
     return fixed(mod)
 
 
@@ -441,7 +441,7 @@ def build(mod, target, database=None, *, options: PipelineOptions | None = None,
     if cuda_graph and tgt.kind.name != "cuda":
         raise TvmflowError(f"CUDA graphs need a CUDA target, not {tgt.kind.name}")
     config = {"relax.backend.use_cuda_graph": True} if cuda_graph else {}
-    from .cuda import nvcc_build
+    from tvmflow.adapter.cuda import nvcc_build
     with nvcc_build(tgt), tvm.transform.PassContext(opt_level=3, config=config):
         executable = tvm.compile(mod, target=tgt)
     return executable, cov

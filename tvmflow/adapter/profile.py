@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TvmflowError
+from tvmflow.errors import TvmflowError
 
 BUILTIN_PREFIXES = ("vm.builtin.", "vm.", "runtime.", "relax.")
 
@@ -54,7 +54,7 @@ def device(kind: str, index: int = 0):
     if kind == "cpu":
         return tvm.cpu(index)
     if kind == "cuda":
-        from .cuda import probe_gpu
+        from tvmflow.adapter.cuda import probe_gpu
         gpu = probe_gpu()
         if not gpu.ok:
             raise TvmflowError(f"no CUDA device on this machine: {gpu.missing}",

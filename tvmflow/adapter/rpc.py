@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..errors import TvmflowError
+from tvmflow.errors import TvmflowError
 
 LOOPBACK = "127.0.0.1"
 _LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
@@ -282,7 +282,7 @@ def start_server(host: str = LOOPBACK, port: int | None = None, *, tracker: str 
     machine's count (:func:`tvmflow.threads.resolve`: ``TVM_NUM_THREADS`` if set, else the
     cores); with another interpreter, ``env`` as given.
     """
-    from .. import threads as _threads
+    from tvmflow import threads as _threads
     if threads is None and python is None:
         threads = _threads.resolve(environ=env)
     if threads is not None:

@@ -28,8 +28,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import TvmflowError
-from . import rpc
+from tvmflow.errors import TvmflowError
+from tvmflow.adapter import rpc
 
 # ELF e_machine values
 _ELF_MACHINES = {3: "i386", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64", 21: "ppc64"}
@@ -347,8 +347,8 @@ def export_executable(executable, path: str | Path, cross_cc: str | None = None)
 def build_variant_library(variant: str, path: str | Path, target: dict[str, Any],
                           seed: int = 0, cross_cc: str | None = None) -> Path:
     """Untuned build of a registry variant into ``path`` (.so) -- for tests without compile."""
-    from ..frontend import import_model
-    from .build import build
-    from .target import make_target
+    from tvmflow.ir.frontend import import_model
+    from tvmflow.adapter.build import build
+    from tvmflow.adapter.target import make_target
     model = import_model(variant, seed=seed)
     return export_executable(build(model.mod, make_target(target)), path, cross_cc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import TvmflowError
+from tvmflow.errors import TvmflowError
 
 
 def system_cpu() -> str:

@@ -22,7 +22,7 @@ import os
 import tempfile
 from typing import Any, Callable
 
-from ..errors import TvmflowError
+from tvmflow.errors import TvmflowError
 
 DB_WORKLOAD = "database_workload.json"
 DB_RECORDS = "database_tuning_record.json"
@@ -78,7 +78,7 @@ def builder_env(target) -> dict[str, str]:
     """
     if target.kind.name != "cuda":
         return {}
-    from .cuda import cuda_home, find_nvcc
+    from tvmflow.adapter.cuda import cuda_home, find_nvcc
     try:
         home = cuda_home(find_nvcc())
     except TvmflowError:
@@ -167,7 +167,7 @@ def make_local_runner(timeout_sec: float = 30.0, threads: int | None = None, **e
     from tvm.s_tir.meta_schedule.runner import LocalRunner
     initializer = None
     if threads is not None:
-        from ..threads import settings
+        from tvmflow.threads import settings
         initializer = functools.partial(_runner_init, settings(threads), int(threads))
     return LocalRunner(timeout_sec=timeout_sec, evaluator_config=evaluator(**eval_kw),
                        initializer=initializer)
@@ -175,15 +175,15 @@ def make_local_runner(timeout_sec: float = 30.0, threads: int | None = None, **e
 
 def _runner_init(env: dict[str, str], threads: int) -> None:
     """LocalRunner worker initializer: ``threads`` TVM threads in this worker process."""
-    from ..threads import export
-    from .runtime import local_threads
+    from tvmflow.threads import export
+    from tvmflow.adapter.runtime import local_threads
     export(env)
     local_threads(threads)
 
 
 def worker_threads() -> int:
     """TVM's thread count in the process this runs in (a PopenPool worker)."""
-    from .runtime import _measure_local_threads
+    from tvmflow.adapter.runtime import _measure_local_threads
     return _measure_local_threads()
 
 
@@ -512,5 +512,5 @@ def tvm_version() -> str:
 
 def local_gpu():
     """:class:`.cuda.GpuProbe` of this machine (``ok``, ``arch``, or the ``missing`` piece)."""
-    from .cuda import probe_gpu
+    from tvmflow.adapter.cuda import probe_gpu
     return probe_gpu()

@@ -12,8 +12,8 @@ import sys
 
 import click
 
-from .._version import __version__
-from ..errors import EXIT_INTERRUPTED, TvmflowError
+from tvmflow._version import __version__
+from tvmflow.errors import EXIT_INTERRUPTED, TvmflowError
 
 # command modules; each registers its commands on `cli` when imported
 COMMAND_MODULES = ("models", "prune", "verify", "targets", "compile", "tune", "bench", "board",
@@ -22,12 +22,17 @@ COMMAND_MODULES = ("models", "prune", "verify", "targets", "compile", "tune", "b
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(version=__version__, prog_name="tvmflow")
-def cli() -> None:
+@click.option("--workspace", type=click.Path(file_okay=False), default=None,
+              help="Directory for your schedules, artifacts, reports and variant files "
+                   "[default: $TVMFLOW_HOME, else the working directory].")
+def cli(workspace: str | None = None) -> None:
     """tvmflow: does pruning, grouping or channel alignment make a CNN faster on a real device?
 
     Import NIN variants into TVM, auto-schedule them with MetaSchedule, compile .so modules for
     x86, ARM and CUDA targets, and benchmark them locally or on boards through TVM RPC.
     """
+    from tvmflow.workspace import set_workspace
+    set_workspace(workspace)
 
 
 for _name in COMMAND_MODULES:

@@ -1,10 +1,10 @@
-"""``tvmflow bench`` and ``tvmflow compare``: thin wrappers over :func:`tvmflow.bench.bench`."""
+"""``tvmflow bench`` and ``tvmflow compare``: thin wrappers over :func:`tvmflow.measure.bench.bench`."""
 
 from __future__ import annotations
 
 import click
 
-from . import cli
+from tvmflow.cli import cli
 
 
 def _options(f):
@@ -56,8 +56,8 @@ def _options(f):
 def _run(command, variants, target, via, rpc_addr, tracker, key, warmup, min_repeats, min_time,
          max_time, rounds, baselines, check, boards, seed, threads, timeout, output, force,
          per_layer=None, cuda_graph=False):
-    from ..bench import BenchOptions, bench, compare
-    from ..ui import console, err_console
+    from tvmflow.measure.bench import BenchOptions, bench, compare
+    from tvmflow.ui import console, err_console
     options = BenchOptions(warmup=warmup, min_repeats=min_repeats, min_time=min_time,
                            max_time=max_time, rounds=rounds, baselines=baselines, check=check, timeout=timeout,
                            boards=boards)
@@ -73,7 +73,7 @@ def _run(command, variants, target, via, rpc_addr, tracker, key, warmup, min_rep
     for line in report.first_run_lines() + report.footer():
         out.print(line, highlight=False, soft_wrap=True)
     if report.per_layer is not None:
-        from ..ui import print_table
+        from tvmflow.ui import print_table
         print_table("per-layer latency (ms, medians of 10 interleaved rounds)",
                     report.per_layer.columns(), report.per_layer.rows())
     out.print(f"report: {report.environment.get('output_dir')}", highlight=False)

@@ -4,7 +4,7 @@ import json
 
 import click
 
-from . import cli
+from tvmflow.cli import cli
 
 
 @cli.group("board")
@@ -17,7 +17,7 @@ def board_group() -> None:
 @click.option("--mirror", default=None, help="Debian archive URL (default: the one apt uses here).")
 def setup_cmd(force: bool, mirror: str | None) -> None:
     """Build (or reuse) the arm64 Debian root with TVM's aarch64 wheels (~5 min the first time)."""
-    from ..board import setup
+    from tvmflow.board import setup
     info = setup(force=force, mirror=mirror, say=click.echo)
     m = info.marker
     click.echo(f"{'reused' if info.reused else 'built'} {info.root}: Debian {m['suite']} {m['arch']}, "
@@ -37,7 +37,7 @@ def setup_cmd(force: bool, mirror: str | None) -> None:
 def start_cmd(tracker: str | None, key: str, port: int | None, name: str, host: str,
               threads: int | None) -> None:
     """Start a board: `python -m tvm.exec.rpc_server` inside the root, registered under KEY."""
-    from ..board import start
+    from tvmflow.board import start
     info = start(name, tracker, key, port=port, host=host, threads=threads, say=click.echo)
     click.echo(f"board {info.name}: {info.host}:{info.port} key {info.key} tracker {info.tracker} "
                f"pid {info.pid}, {info.threads} TVM threads")
@@ -48,7 +48,7 @@ def start_cmd(tracker: str | None, key: str, port: int | None, name: str, host: 
 @click.option("--all", "all_", is_flag=True, help="Stop every board (and the tracker start started).")
 def stop_cmd(name: str, all_: bool) -> None:
     """Stop a board; the last one also takes its tracker, mounts and leftover processes."""
-    from ..board import stop
+    from tvmflow.board import stop
     names = stop(name, all=all_, say=click.echo)
     click.echo(f"stopped: {', '.join(names) or 'nothing was running'}")
 
@@ -57,8 +57,8 @@ def stop_cmd(name: str, all_: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status_cmd(as_json: bool) -> None:
     """What is set up (root, wheels, binfmt) and what runs (boards, tracker, mounts)."""
-    from ..board import status
-    from ..ui import print_table
+    from tvmflow.board import status
+    from tvmflow.ui import print_table
     st = status()
     if as_json:
         click.echo(json.dumps(st, indent=2))

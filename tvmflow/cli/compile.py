@@ -2,7 +2,7 @@
 
 import click
 
-from . import cli
+from tvmflow.cli import cli
 
 
 @cli.command("compile")
@@ -22,8 +22,8 @@ def compile_cmd(target: str, variant: str, output, seed: int, no_schedules: bool
     An existing module at the output path is reused when it is up to date (same variant cfg,
     target preset, schedule database, seed and tvmflow version, sha256 intact).
     """
-    from ..compile import compile_if_stale
-    from ..ui import console
+    from tvmflow.artifact.compile import compile_if_stale
+    from tvmflow.ui import console
     pkg, why = compile_if_stale(variant, target, output, seed=seed, schedules=not no_schedules,
                                 force=force, cuda_graph=cuda_graph,
                                 on_status=lambda m: console.print(m, highlight=False))
@@ -55,8 +55,8 @@ def compile_cmd(target: str, variant: str, output, seed: int, no_schedules: bool
               help="TVM threads [default: $TVM_NUM_THREADS, else the target's num-cores].")
 def run_cmd(module: str, input_path, output, threads) -> None:
     """Run a compiled module once on this machine (refused when its target does not match)."""
-    from ..run import run
-    from ..ui import console
+    from tvmflow.runtime.run import run
+    from tvmflow.ui import console
     res = run(module, input_path, output, threads=threads)
     console.print(f"{res.package.variant} ({res.package.target_name}) on {res.input_source}: "
                   f"output {tuple(res.output.shape)}, {res.threads} TVM thread"

@@ -4,7 +4,7 @@ import json
 
 import click
 
-from . import cli
+from tvmflow.cli import cli
 
 
 @cli.command("models")
@@ -16,8 +16,8 @@ def models_cmd(pattern: str, as_json: bool) -> None:
     PATTERN is 'all', a name, a shell pattern ('pruned*') or a comma list of them; an unknown
     name is an error that suggests close names.
     """
-    from ..registry import get_spec, resolve_variants
-    from ..ui import print_table
+    from tvmflow.spec.registry import get_spec, resolve_variants
+    from tvmflow.ui import print_table
     rows = [get_spec(name).summary() for name in resolve_variants(pattern)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -2,7 +2,7 @@
 
 import click
 
-from . import cli
+from tvmflow.cli import cli
 
 
 @cli.command("prune")
@@ -17,9 +17,9 @@ from . import cli
 @click.option("--force", is_flag=True, help="Replace existing output files.")
 def prune_cmd(checkpoint, ratio, align, name, base, out_dir, force) -> None:
     """Prune CHECKPOINT by network slimming and register the result as a variant."""
-    from ..prune import prune
-    from ..registry import model_dirs
-    from ..ui import console, print_table
+    from tvmflow.spec.prune import prune
+    from tvmflow.spec.registry import model_dirs
+    from tvmflow.ui import console, print_table
     r = prune(checkpoint, ratio, align=align, name=name, base=base, out_dir=out_dir, force=force)
     rows = [[row["layer"], f"{row['before']} -> {row['after']}"] for row in r.rows()]
     rows += [["params", f"{r.params_before:,} -> {r.params_after:,}"],

@@ -4,11 +4,11 @@ import json
 
 import click
 
-from . import cli
+from tvmflow.cli import cli
 
 
 def _step(quiet: bool):
-    from ..ui import err_console
+    from tvmflow.ui import err_console
     return None if quiet else (lambda msg: err_console.print(f"[dim]{msg}[/dim]", highlight=False))
 
 
@@ -27,8 +27,8 @@ def _step(quiet: bool):
 def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, threads, as_json,
                 output) -> None:
     """Latency of each fused operator of the compiled module, per network layer."""
-    from ..profile import compare_profiles, profile, write_json
-    from ..ui import console, print_table
+    from tvmflow.measure.profile import compare_profiles, profile, write_json
+    from tvmflow.ui import console, print_table
     kw = dict(rounds=rounds, min_ms=min_ms, seed=seed, tuned=not untuned, threads=threads,
               on_step=_step(as_json))
     res = compare_profiles([variant, against], target, **kw) if against else profile(variant, target, **kw)
@@ -79,8 +79,8 @@ def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, threads
 def sweep_cmd(source, aligns, target, trials, per_round, base, name, models_dir, rounds, repeat, out_dir,
               via, rpc, tracker, key, per_layer, threads, as_json) -> None:
     """Latency and MACs of a pruned model against the channel alignment N."""
-    from ..sweep import sweep
-    from ..ui import console, print_table
+    from tvmflow.experiments.sweep import sweep
+    from tvmflow.ui import console, print_table
     r = sweep(source, aligns, target, trials=trials, base=base, name=name, models_dir=models_dir,
               rounds=rounds, repeat=repeat, out_dir=out_dir, on_step=_step(as_json),
               route=dict(via=via, rpc=rpc, tracker=tracker, key=key), per_layer=per_layer,

@@ -4,15 +4,15 @@ import json
 
 import click
 
-from . import cli
+from tvmflow.cli import cli
 
 
 @cli.command("targets")
 @click.option("--json", "as_json", is_flag=True, help="Print the presets as JSON.")
 def targets_cmd(as_json: bool) -> None:
     """List target presets (targets/*.toml; directories in TVMFLOW_TARGET_PATH come first)."""
-    from ..targets import list_presets, toolchain_status
-    from ..ui import print_table
+    from tvmflow.target.presets import list_presets, toolchain_status
+    from tvmflow.ui import print_table
     presets = [(p, toolchain_status(p)) for p in list_presets()]
     if as_json:
         click.echo(json.dumps([{**p.to_json(), "toolchain": t} for p, t in presets], indent=2))

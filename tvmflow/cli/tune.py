@@ -4,7 +4,7 @@ import json
 
 import click
 
-from . import cli
+from tvmflow.cli import cli
 
 
 @cli.command("tune")
@@ -46,13 +46,13 @@ def tune_cmd(target, variant, trials, trials_per_task, per_round, seed, fresh, k
              key, rpc_workers, threads, as_json, adapt=None, layout=None, no_pad=False,
              conv_rule=None, workers=None, dry_run=False):
     """Auto-schedule variants with MetaSchedule (XGBoost cost model)."""
-    from ..errors import TvmflowError
-    from ..registry import resolve_variants
-    from ..tune import tune_variants
+    from tvmflow.errors import TvmflowError
+    from tvmflow.spec.registry import resolve_variants
+    from tvmflow.tuning.tune import tune_variants
     options = None
     if layout is not None:
-        from ..adapter.pipeline import options_for
-        from ..targets import get_target
+        from tvmflow.adapter.pipeline import options_for
+        from tvmflow.target.presets import get_target
         options = options_for(get_target(target).tvm_target(), layout, pad_channels=not no_pad,
                               conv_rule=conv_rule)
     elif no_pad or conv_rule:
@@ -73,7 +73,7 @@ def tune_cmd(target, variant, trials, trials_per_task, per_round, seed, fresh, k
 def schedules_cmd(repair, as_json):
     """List the tuning logs: CPU they were tuned on, trials, date, estimated latency, and
     which set compile uses on this machine."""
-    from ..schedules import list_schedules_report
+    from tvmflow.tuning.schedules import list_schedules_report
     rows = list_schedules_report(repair=repair, as_json=as_json)
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -4,7 +4,7 @@ import json
 
 import click
 
-from . import cli
+from tvmflow.cli import cli
 
 
 @cli.command("verify")
@@ -23,9 +23,9 @@ from . import cli
 def verify_cmd(variant: str, frontend: str, seed: int, tolerance: float, threads,
                as_json: bool, layout=None, conv_rule=None) -> None:
     """Check that TVM computes what PyTorch computes (max abs error <= 1e-4)."""
-    from ..errors import TvmflowError
-    from ..ui import console
-    from ..verify import verify
+    from tvmflow.errors import TvmflowError
+    from tvmflow.ui import console
+    from tvmflow.ir.verify import verify
     fes = ("torch", "onnx") if frontend == "both" else (frontend,)
     show = None if as_json else (lambda r: console.print(
         f"{r.variant:14s} {r.frontend:6s} max abs error {r.max_abs_error:.3e}  "

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import TvmflowError
-from .registry import VariantSpec, get_spec
+from tvmflow.errors import TvmflowError
+from tvmflow.spec.registry import VariantSpec, get_spec
 
 FRONTENDS = ("torch", "onnx")
 
@@ -43,7 +43,7 @@ class TVMFlowModel:
         return f"checkpoint {self.spec.checkpoint}" if self.spec.checkpoint else f"random (seed {self.seed})"
 
     def example_input(self, seed: int | None = None) -> np.ndarray:
-        from .nin import example_input
+        from tvmflow.spec.nin import example_input
         return example_input(self.spec, self.seed if seed is None else seed).numpy()
 
     def reference(self, x: np.ndarray) -> np.ndarray:
@@ -54,14 +54,14 @@ class TVMFlowModel:
 
 def torch_model_for(spec: VariantSpec, seed: int = 0):
     """The PyTorch module with the weights tvmflow uses for ``spec``."""
-    from .nin import build_model, randomize
+    from tvmflow.spec.nin import build_model, randomize
     model = build_model(spec, load_checkpoint=True)
     return model if spec.checkpoint else randomize(model, seed)
 
 
 def import_model(variant: str | VariantSpec, *, frontend: str = "torch", seed: int = 0) -> TVMFlowModel:
-    from .adapter import frontend as fe
-    from .nin import example_input
+    from tvmflow.adapter import frontend as fe
+    from tvmflow.spec.nin import example_input
     if frontend not in FRONTENDS:
         raise TvmflowError(f"unknown frontend {frontend!r}; choose one of {', '.join(FRONTENDS)}")
     spec = variant if isinstance(variant, VariantSpec) else get_spec(variant)
@@ -81,7 +81,7 @@ def import_model(variant: str | VariantSpec, *, frontend: str = "torch", seed: i
 def import_onnx_file(path: str | Path, input_name: str = "input",
                      shape: tuple[int, ...] = (1, 3, 32, 32)):
     """Relax module of a user's own ONNX file (no PyTorch reference)."""
-    from .adapter import frontend as fe
+    from tvmflow.adapter import frontend as fe
     path = Path(path)
     if not path.is_file():
         raise TvmflowError(f"ONNX file {path} does not exist")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import TvmflowError
+from tvmflow.errors import TvmflowError
 
 SIDECAR_FORMAT = 1
 
@@ -39,7 +39,7 @@ def sidecar_path(so_path: str | Path) -> Path:
 
 def tvmflow_version() -> str:
     """tvmflow's version (:mod:`tvmflow._version`), with or without install metadata."""
-    from ._version import __version__
+    from tvmflow._version import __version__
     return __version__
 
 
@@ -173,7 +173,7 @@ def stale_reason(path: str | Path, *, schedules_info: dict | None | bool = True,
     Checked: module or sidecar missing, sha256 mismatch, tvmflow version, the variant's cfg
     (``spec`` or the registry's current spec), the target preset as it loads now, and the
     schedule database a compile would apply (``schedules_info``: the ``info`` dict of
-    ``tvmflow.schedules.load_for_compile``, None for "no database", or True to look it up).
+    ``tvmflow.tuning.schedules.load_for_compile``, None for "no database", or True to look it up).
     """
     try:
         pkg = Package.load(path)
@@ -184,14 +184,14 @@ def stale_reason(path: str | Path, *, schedules_info: dict | None | bool = True,
         return (f"compiled by tvmflow {side.get('versions', {}).get('tvmflow')}, "
                 f"this is tvmflow {tvmflow_version()}")
     if spec is None:
-        from .registry import get_spec
+        from tvmflow.spec.registry import get_spec
         try:
             spec = get_spec(pkg.variant)
         except TvmflowError as exc:
             return f"variant {pkg.variant}: {exc}"
     if _jsonable(spec.cfg()) != side["variant"].get("cfg"):
         return f"variant {pkg.variant} changed since it was compiled"
-    from .targets import get_target
+    from tvmflow.target.presets import get_target
     try:
         preset = get_target(pkg.target_name)
     except TvmflowError as exc:
@@ -200,7 +200,7 @@ def stale_reason(path: str | Path, *, schedules_info: dict | None | bool = True,
             _jsonable(preset.host) != side["target"].get("host"):
         return f"target preset {pkg.target_name} changed since it was compiled"
     if schedules_info is True:
-        from .compile import schedule_database
+        from tvmflow.artifact.compile import schedule_database
         try:
             _, schedules_info = schedule_database(preset, pkg.variant, load=False)
         except TvmflowError as exc:

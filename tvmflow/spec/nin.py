@@ -1,4 +1,4 @@
-"""The Network-in-Network module, built from a :class:`~tvmflow.registry.VariantSpec`.
+"""The Network-in-Network module, built from a :class:`~tvmflow.spec.registry.VariantSpec`.
 
 Module names and indices follow micronet's ``Net.tnn_bin`` Sequential, so micronet
 checkpoints load as they are.  ``FP_Conv2d`` reproduces what micronet's printed trees hide:
@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import TvmflowError
-from .registry import VariantSpec
+from tvmflow.errors import TvmflowError
+from tvmflow.spec.registry import VariantSpec
 
 # positions of the BN layers whose gammas network slimming ranks (all but the head's)
 BN_KEYS = ("tnn_bin.1", "tnn_bin.2.bn", "tnn_bin.3.bn", "tnn_bin.5.bn", "tnn_bin.6.bn",

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import TvmflowError
-from .baselines import LABELS, SHORT
-from .stats import CV_HINT, CV_WARN, Latency, RatioCI, cv_warning, ratio_ci
+from tvmflow.errors import TvmflowError
+from tvmflow.measure.baselines import LABELS, SHORT
+from tvmflow.measure.stats import CV_HINT, CV_WARN, Latency, RatioCI, cv_warning, ratio_ci
 
 FORMAT = 1
 OUTPUT_FILES = {"json": "report.json", "csv": "report.csv", "md": "report.md", "png": "report.png"}
@@ -124,7 +124,7 @@ class BenchReport:
     partial: bool = False
     error: str | None = None
     seed: int = 0
-    per_layer: Any = None              # compare --per-layer: a tvmflow.profile.ProfileComparison
+    per_layer: Any = None              # compare --per-layer: a tvmflow.measure.profile.ProfileComparison
     _ci_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ derived figures

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterator
 
-from .errors import TvmflowError
+from tvmflow.errors import TvmflowError
 
 VIAS = ("local", "rpc")
 ENV_HOST, ENV_PORT, ENV_KEY = "TVM_TRACKER_HOST", "TVM_TRACKER_PORT", "TVM_TRACKER_KEY"
@@ -58,7 +58,7 @@ def resolve_route(*, via: str | None = None, rpc: str | None = None, tracker: st
     if (rpc or tracker) and via == "local":
         raise TvmflowError("--via local runs in this process; it cannot be combined with "
                            "--rpc or --tracker")
-    from .adapter.rpc import parse_hostport
+    from tvmflow.adapter.rpc import parse_hostport
     if rpc:
         host, port = parse_hostport(rpc, what="RPC server address")
         return Route("rpc", f"{host}:{port}")
@@ -94,7 +94,7 @@ def preflight(route: Route, timeout: float = DEFAULT_TIMEOUT, *, arch: str | Non
 def _reachable(route: Route, timeout: float) -> None:
     import socket
     import time
-    from .adapter import rpc
+    from tvmflow.adapter import rpc
     if route.mode not in ("rpc", "tracker"):
         return
     host, port = rpc.parse_hostport(route.address)
@@ -131,13 +131,13 @@ def open_session(route: Route, *, device_kind: str = "cpu", timeout: float = DEF
     started by others keep their TVM_NUM_THREADS (``RuntimeSession.use_threads`` sets the
     count as far as that allows).
     """
-    from .adapter import rpc
-    from .adapter import runtime
+    from tvmflow.adapter import rpc
+    from tvmflow.adapter import runtime
     if route.mode == "local":
         if threads is None:
             yield runtime.local_session(device_kind)
             return
-        from .threads import scoped
+        from tvmflow.threads import scoped
         with scoped(threads):
             yield runtime.local_session(device_kind)
         return

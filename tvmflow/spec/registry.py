@@ -23,15 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import TvmflowError
+from tvmflow.errors import TvmflowError
+from tvmflow.workspace import search_dirs
 
 NUM_CONVS = 8  # conv0 + seven FP_Conv2d blocks; the 1x1 head to the classes is implied
 LAYER_NAMES = ("conv0", "block2", "block3", "block5", "block6", "block7", "block9", "block10")
 LIST_FIELDS = ("channels", "kernels", "groups", "shuffle")
 POOL_KINDS = ("max", "avg")
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MODELS_DIR = PROJECT_ROOT / "models"
 
 
 @dataclass(frozen=True)
@@ -234,8 +233,9 @@ def _spec_from_data(data: dict[str, Any], path: Path, raw: dict[str, dict[str, A
 
 
 def model_dirs() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get("TVMFLOW_MODEL_PATH", "").split(os.pathsep) if p]
-    return extra + [MODELS_DIR]
+    """Where variant files are looked for, first wins: ``TVMFLOW_MODEL_PATH``, the workspace's
+    ``models/``, the shipped variants."""
+    return search_dirs("models", "TVMFLOW_MODEL_PATH")
 
 
 def _scan() -> dict[str, tuple[Path, dict[str, Any]]]:
@@ -306,5 +306,5 @@ def resolve_variants(names: str | list[str] | tuple[str, ...]) -> list[str]:
 
 def create_model(name: str, pretrained: bool = True, **overrides: Any):
     """Build the PyTorch module of a variant; loads its checkpoint when it names one."""
-    from .nin import build_model
+    from tvmflow.spec.nin import build_model
     return build_model(get_spec(name, **overrides), load_checkpoint=pretrained)

@@ -1,6 +1,6 @@
 """Tuning logs: ``schedules/<target>/<cpu>/<variant>/``, one set per CPU they were tuned on.
 
-``<cpu>`` is the target's :attr:`~tvmflow.targets.TargetPreset.cpu_key`: LLVM's name for the
+``<cpu>`` is the target's :attr:`~tvmflow.target.presets.TargetPreset.cpu_key`: LLVM's name for the
 CPU (``schedules/host/znver2/pruned/``, ``schedules/host/emeraldrapids/pruned/``; the host
 preset's is the detected CPU), a fixed target's mcpu (``schedules/rpi4/cortex-a72/...``), the
 SM arch for CUDA targets (``schedules/h100/sm_90/...``).
@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import TvmflowError
+from tvmflow.errors import TvmflowError
+from tvmflow.workspace import Workspace, search_dirs
 
-SCHEDULES_DIR = Path(__file__).resolve().parent.parent / "schedules"
 DB_WORKLOAD = "database_workload.json"
 DB_RECORDS = "database_tuning_record.json"
 META = "meta.json"
@@ -57,13 +57,21 @@ TARGET_KEYS = ("kind", "mtriple", "arch")
 
 
 def schedules_root() -> Path:
-    env = os.environ.get("TVMFLOW_SCHEDULES")
-    return Path(env) if env else SCHEDULES_DIR
+    """Where ``tune`` writes: the workspace's ``schedules/``."""
+    return Workspace.current().schedules
+
+
+def schedule_roots(root: Path | None = None) -> list[Path]:
+    """Where logs are read from, first wins: ``root`` alone when given, else the workspace's
+    ``schedules/`` and then the shipped sets."""
+    if root is not None:
+        return [Path(root)]
+    return search_dirs("schedules")
 
 
 def _preset(target):
     if isinstance(target, str):
-        from .targets import get_target
+        from tvmflow.target.presets import get_target
         return get_target(target)
     return target
 
@@ -76,7 +84,7 @@ def cpu_dir(target, cpu: str, root: Path | None = None) -> Path:
 
 def schedule_dir(target, variant: str, root: Path | None = None, *, cpu: str | None = None) -> Path:
     """``<root>/<target>/<cpu>/<variant>``; ``cpu`` defaults to the target's own
-    (:attr:`~tvmflow.targets.TargetPreset.cpu_key`, the running CPU for ``host``): the log
+    (:attr:`~tvmflow.target.presets.TargetPreset.cpu_key`, the running CPU for ``host``): the log
     ``tvmflow tune`` writes.  ``target``: a preset or its name."""
     if cpu is None:
         cpu = _preset(target).cpu_key
@@ -89,22 +97,45 @@ def _is_log_dir(d: Path) -> bool:
 
 def cpu_sets(target_name: str, variant: str, root: Path | None = None) -> list[tuple[str, Path]]:
     """``(cpu, log dir)`` of every set of ``variant`` for the target, by CPU name."""
-    tdir = Path(root or schedules_root()) / target_name
-    if not tdir.is_dir():
-        return []
-    out = []
-    for cdir in sorted(p for p in tdir.iterdir() if p.is_dir()):
-        if _is_log_dir(cdir):        # an old-layout <target>/<variant>/ log, not a CPU
+    found: dict[str, Path] = {}
+    for base in schedule_roots(root):
+        tdir = base / target_name
+        if not tdir.is_dir():
             continue
-        if (cdir / variant / DB_RECORDS).exists():
-            out.append((cdir.name, cdir / variant))
-    return out
+        for cdir in sorted(p for p in tdir.iterdir() if p.is_dir()):
+            if _is_log_dir(cdir):        # an old-layout <target>/<variant>/ log, not a CPU
+                continue
+            if (cdir / variant / DB_RECORDS).exists():
+                found.setdefault(cdir.name, cdir / variant)
+    return sorted(found.items())
+
+
+def seed_from_shipped(preset, variant: str, log_dir: Path) -> Path | None:
+    """A tune of a set that tvmflow ships for this CPU, and that the workspace does not have
+    yet, resumes from a copy of the shipped set in the workspace (the shipped one is never
+    written).  Returns the shipped set copied, or None."""
+    import shutil
+    from tvmflow.workspace import is_shipped
+    if log_dir.exists():
+        return None
+    shipped = dict(cpu_sets(preset.name, variant)).get(preset.cpu_key)
+    if shipped is None or not is_shipped(shipped):
+        return None
+    log_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = log_dir.with_name(f".{log_dir.name}.copy")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(shipped, tmp, ignore=shutil.ignore_patterns("logs", ".tune.lock", "*.tmp"))
+    os.replace(tmp, log_dir)
+    return shipped
 
 
 def legacy_dir(target_name: str, variant: str, root: Path | None = None) -> Path | None:
     """An old-layout log ``<root>/<target>/<variant>/`` (before logs were kept per CPU)."""
-    d = Path(root or schedules_root()) / target_name / variant
-    return d if _is_log_dir(d) else None
+    for base in schedule_roots(root):
+        d = base / target_name / variant
+        if _is_log_dir(d):
+            return d
+    return None
 
 
 # --------------------------------------------------------------------------- reading
@@ -323,29 +354,36 @@ def list_schedules(root: Path | None = None, *, here: bool = False) -> list[dict
     ``"exact"`` (tuned on this CPU), ``"nearest"`` (no set for this CPU; this is the nearest)
     or None, and ``"running_on"`` is the target's CPU here.
     """
-    root = Path(root or schedules_root())
     out = []
-    if not root.is_dir():
-        return out
-    for tdir in sorted(p for p in root.iterdir() if p.is_dir()):
+    for base in schedule_roots(root):
+        if base.is_dir():
+            out += _rows_under(base)
+    if here:
+        _mark_used_here(out, root)
+    return out
+
+
+def _rows_under(base: Path) -> list[dict[str, Any]]:
+    from tvmflow.workspace import is_shipped
+    source = "shipped" if is_shipped(base) else "workspace"
+    out = []
+    for tdir in sorted(p for p in base.iterdir() if p.is_dir()):
         for cdir in sorted(p for p in tdir.iterdir() if p.is_dir()):
             if _is_log_dir(cdir):
                 row = _row(tdir.name, None, cdir)
                 row["layout"] = "old"
                 row["integrity"] += (f"; old layout: move it to {tdir.name}/<cpu>/{cdir.name}/ "
                                      "(compile ignores it)")
-                out.append(row)
+                out.append({**row, "source": source})
                 continue
             for vdir in sorted(p for p in cdir.iterdir() if p.is_dir()):
                 if _is_log_dir(vdir):
-                    out.append(_row(tdir.name, cdir.name, vdir))
-    if here:
-        _mark_used_here(out, root)
+                    out.append({**_row(tdir.name, cdir.name, vdir), "source": source})
     return out
 
 
 def _mark_used_here(rows: list[dict[str, Any]], root: Path) -> None:
-    from .targets import get_target
+    from tvmflow.target.presets import get_target
     presets: dict[str, Any] = {}
     for row in rows:
         row.setdefault("used_here", None)
@@ -392,7 +430,7 @@ def _target_mismatch(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
             diffs.append(f"{k} {b!r} (this target: {a!r})")
     mcpu = got.get("mcpu")
     if not diffs and mcpu and want.get("kind") == "llvm":
-        from .cpus import cpu_traits
+        from tvmflow.target.cpus import cpu_traits
         arch, here = cpu_traits(str(mcpu)).arch, _triple_arch(want)
         if arch and arch != here:
             diffs.append(f"mcpu {mcpu!r} is an {arch} CPU (this target: {here})")
@@ -428,7 +466,7 @@ def _set_meta(path: Path) -> dict[str, Any]:
 
 def _candidates(preset, variant: str, root: Path | None, exclude: str | None):
     """(ranked Candidates, {cpu: path}, skipped reasons) of the sets of other CPUs."""
-    from .cpus import Candidate, cpu_traits, cross_arch, isa_from_meta, rank
+    from tvmflow.target.cpus import Candidate, cpu_traits, cross_arch, isa_from_meta, rank
     here = cpu_traits(preset.cpu_key, preset.cpu_isa)
     cands, paths, skipped = [], {}, []
     for cpu, path in cpu_sets(preset.name, variant, root):
@@ -456,7 +494,7 @@ def select_set(preset, variant: str, root: Path | None = None) -> SetChoice:
     """The set of ``variant`` compile uses for ``preset`` on this CPU.
 
     The set tuned on this CPU (``preset.cpu_key``) when there is one; otherwise, for CPU
-    targets, the nearest of the other CPUs' sets by :func:`tvmflow.cpus.rank` (same vector
+    targets, the nearest of the other CPUs' sets by :func:`tvmflow.target.cpus.rank` (same vector
     ISA width, then same vendor/family, then closest generation, then most trials).  Sets
     of another architecture or target kind/triple are never candidates; CUDA sets are not
     carried across archs (a schedule's thread and shared-memory sizes are the arch's).
@@ -485,7 +523,7 @@ def select_set(preset, variant: str, root: Path | None = None) -> SetChoice:
             choice.reason += (f"; the old-layout log {old} is ignored: move it to "
                               f"{cpu_dir(preset, '<cpu>', root)}/{variant}/")
         return choice
-    from .cpus import cpu_traits, why_near
+    from tvmflow.target.cpus import cpu_traits, why_near
     best = ranked[0]
     choice.path, choice.cpu, choice.match = paths[best.cpu], best.cpu, "nearest"
     choice.why = why_near(cpu_traits(here, preset.cpu_isa), cpu_traits(best.cpu, best.isa))
@@ -559,7 +597,7 @@ def load_for_compile(target_preset, variant: str, root: Path | None = None):
     info = database_info(target_preset, variant, root)
     if not info.get("sha256"):
         return None, info
-    from .adapter.tune import open_database
+    from tvmflow.adapter.tune import open_database
     return open_database(info["path"], allow_missing=False), info
 
 
@@ -611,13 +649,15 @@ def list_schedules_report(repair: bool = False, as_json: bool = False,
     """
     if repair:
         for row in list_schedules(root):
+            if row.get("source") == "shipped":
+                continue                      # shipped logs are read-only (and checked in CI)
             before = repair_fn(Path(row["path"]))
             if not before.ok and not as_json:
-                from .ui import console
+                from tvmflow.ui import console
                 console.print(f"repaired {row['path']}: dropped {before.describe()}")
     rows = list_schedules(root, here=True)
     if not as_json:
-        from .ui import print_table
+        from tvmflow.ui import print_table
 
         def used(r):
             if r.get("used_here") == "exact":
@@ -625,10 +665,11 @@ def list_schedules_report(repair: bool = False, as_json: bool = False,
             if r.get("used_here") == "nearest":
                 return f"nearest for {r.get('running_on')}"
             return "-"
-        print_table(f"tuning logs in {root or schedules_root()}",
-                    ["target", "cpu", "variant", "trials", "records", "tasks tuned", "est. ms",
+        where = ", ".join(str(r) for r in schedule_roots(root))
+        print_table(f"tuning logs in {where}",
+                    ["source", "target", "cpu", "variant", "trials", "records", "tasks tuned", "est. ms",
                      "used here", "updated", "integrity"],
-                    [[r["target"], r["cpu"] or "-", r["variant"], r["trials"], r["records"],
+                    [[r.get("source", "-"), r["target"], r["cpu"] or "-", r["variant"], r["trials"], r["records"],
                       f"{r['tuned_tasks'] or 0}/{r['tasks'] or '?'}",
                       "-" if r["est_latency_ms"] is None else f"{r['est_latency_ms']:.3f}",
                       used(r), r["updated"] or "-", r["integrity"]] for r in rows])

@@ -19,17 +19,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import TvmflowError
-from .package import (Package, _jsonable, schedule_record, sha256_file, sidecar_path,
+from tvmflow.errors import TvmflowError
+from tvmflow.workspace import Workspace
+from tvmflow.artifact.package import (Package, _jsonable, schedule_record, sha256_file, sidecar_path,
                       tvmflow_version, umask_mode)
-from .targets import TARGETS_DIR, TargetPreset, find_cross_compiler, get_target
+from tvmflow.target.presets import TargetPreset, find_cross_compiler, get_target
 
-ARTIFACTS_DIR = TARGETS_DIR.parent / "artifacts"
 
 
 def artifacts_dir() -> Path:
-    """Where modules go by default: ``$TVMFLOW_ARTIFACTS_DIR`` or ``<repo>/artifacts``."""
-    return Path(os.environ.get("TVMFLOW_ARTIFACTS_DIR") or ARTIFACTS_DIR)
+    """Where modules go by default: the workspace's ``artifacts/``."""
+    return Workspace.current().artifacts
 
 
 def default_output(target: str, variant: str) -> Path:
@@ -108,7 +108,7 @@ def _schedules_line(info: dict[str, Any]) -> str:
 def _build(model, preset: TargetPreset, database, info, cuda_graph: bool = False):
     """Build through the shared tune/compile pipeline: the log's pipeline options, or the
     target's default ones for the model when there is no log (``pipeline.default_options``)."""
-    from .adapter import pipeline
+    from tvmflow.adapter import pipeline
     target = preset.tvm_target()
     saved = (info or {}).get("pipeline")
     options = (pipeline.PipelineOptions.from_json(saved) if saved
@@ -123,7 +123,7 @@ def _build(model, preset: TargetPreset, database, info, cuda_graph: bool = False
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    from .adapter import ffi_version, tvm_version
+    from tvmflow.adapter import ffi_version, tvm_version
     try:
         torch_version = version("torch")
     except PackageNotFoundError:
@@ -152,12 +152,12 @@ def compile(variant: str, target: str | TargetPreset, output: str | Path | None 
     ``cuda_graph`` (CUDA targets): the module replays its kernel launches as one CUDA graph
     (recorded in the sidecar's ``cuda`` entry).
     ``on_status`` receives progress lines for the terminal.  ``model``: the variant already
-    imported by :func:`tvmflow.frontend.import_model` with this ``seed`` (saves the import
+    imported by :func:`tvmflow.ir.frontend.import_model` with this ``seed`` (saves the import
     when one variant is compiled for several targets; its module is not modified).
     """
-    from .adapter.build import export_library
-    from .frontend import import_model
-    from .registry import get_spec
+    from tvmflow.adapter.build import export_library
+    from tvmflow.ir.frontend import import_model
+    from tvmflow.spec.registry import get_spec
 
     say = on_status or (lambda _msg: None)
     # everything that can fail fast, before the slow import and build
@@ -169,7 +169,7 @@ def compile(variant: str, target: str | TargetPreset, output: str | Path | None 
     cross = find_cross_compiler(preset)
     nvcc = None
     if preset.is_cuda:
-        from .adapter.cuda import check_arch, find_nvcc
+        from tvmflow.adapter.cuda import check_arch, find_nvcc
         nvcc = find_nvcc()
         check_arch(nvcc, preset.arch)
     check_output_dir(path.parent)
@@ -192,7 +192,7 @@ def compile(variant: str, target: str | TargetPreset, output: str | Path | None 
         exported = export_library(executable, tmp, cross_compiler=cross,
                                   cuda_arch=preset.arch if preset.is_cuda else None, nvcc=nvcc)
         if preset.is_cuda:
-            from .adapter.cuda import cuda_images
+            from tvmflow.adapter.cuda import cuda_images
             images = cuda_images(tmp)
             if preset.arch not in images["cubin"] or images["ptx"] or images["source"]:
                 raise TvmflowError(f"the CUDA module for {preset.arch} does not hold only a cubin "
@@ -237,10 +237,10 @@ def compile_if_stale(variant: str, target: str | TargetPreset, output: str | Pat
 
     Returns ``(package, why it was compiled)``; the reason is None when the existing module
     was reused.  Up to date: sha256, tvmflow version, variant cfg, target preset, schedule
-    database and seed all match (see :func:`tvmflow.package.stale_reason`).
+    database and seed all match (see :func:`tvmflow.artifact.package.stale_reason`).
     """
-    from .package import stale_reason
-    from .registry import get_spec
+    from tvmflow.artifact.package import stale_reason
+    from tvmflow.spec.registry import get_spec
     preset = target if isinstance(target, TargetPreset) else get_target(target)
     spec = get_spec(variant)
     path = resolve_output(output, preset.name, spec.name)

@@ -3,7 +3,7 @@
 From a pruned variant (or a user's pruned checkpoint), build the variants micronet's regular
 pruning would give for each alignment N -- every layer's channel count rounded to the nearest
 multiple of N (ties up, capped at the *base* (unpruned) layer width, counts below N unchanged:
-:func:`tvmflow.prune.align_channels`) -- register them as variants ``<source>-a<N>``, compile
+:func:`tvmflow.spec.prune.align_channels`) -- register them as variants ``<source>-a<N>``, compile
 each for the target (its tuned schedules when it has them, tuning first with ``trials``), time
 them all in interleaved rounds and report latency p50 with a 95 % confidence interval, MACs and
 params per N, as a table, JSON, CSV and a plot of latency and MACs against N::
@@ -29,9 +29,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import TvmflowError
-from .prune import align_channels
-from .registry import VariantSpec, get_spec, list_models, model_dirs
+from tvmflow.errors import TvmflowError
+from tvmflow.workspace import Workspace
+from tvmflow.spec.prune import align_channels
+from tvmflow.spec.registry import VariantSpec, get_spec, list_models, model_dirs
 
 DEFAULT_ALIGNS = (1, 2, 4, 8, 16, 32)
 
@@ -120,7 +121,7 @@ def _source_spec(source: str | Path, base: str | None, name: str | None) -> tupl
         return get_spec(text), False
     if not path.is_file():
         raise TvmflowError(f"checkpoint {path} does not exist")
-    from .nin import NIN, load_checkpoint_file, load_state
+    from tvmflow.spec.nin import NIN, load_checkpoint_file, load_state
     loaded = load_checkpoint_file(path)
     base_spec = get_spec(base or "original")
     if loaded.get("cfg") is None:
@@ -252,7 +253,7 @@ class SweepResult:
     elapsed_s: float
     machine: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)
-    per_layer: Any = None          # a tvmflow.profile.ProfileComparison with per_layer=True
+    per_layer: Any = None          # a tvmflow.measure.profile.ProfileComparison with per_layer=True
 
     COLUMNS = ["N", "variant", "channels", "MMACs", "params", "p50 ms", "95% CI ms", "vs N=1",
                "schedules"]
@@ -288,9 +289,9 @@ class SweepResult:
 
 def _tune(spec: VariantSpec, preset, trials: int, on_step, per_round: int | None = None,
           threads: int | None = None) -> None:
-    """Tune one variant with the team's tuner (``tvmflow.tune.tune``), reusing existing logs."""
+    """Tune one variant with the team's tuner (``tvmflow.tuning.tune.tune``), reusing existing logs."""
     try:
-        from .tune import tune
+        from tvmflow.tuning.tune import tune
     except ImportError:
         raise TvmflowError("tuning is not available in this build (tvmflow.tune missing)",
                            hint="pass --trials 0 for TVM's default schedules") from None
@@ -317,18 +318,18 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     rounds; each round takes ``repeat`` single-run samples (``time_evaluator`` with
     ``number=1``: raw samples, no means of means) of every variant in turn, alternating the
     order, so that all variants see the same machine state.  With ``tvmflow.compile`` in the
-    tree the modules are the compiled ``.so`` files and the timing is :func:`tvmflow.bench.run`
+    tree the modules are the compiled ``.so`` files and the timing is :func:`tvmflow.measure.bench.run`
     (``compare`` mode: interleaved rounds, output checked against PyTorch), on this machine
     or, through ``route`` (``via``/``rpc``/``tracker``/``key`` as for ``bench``), on a board.
     ``threads``: TVM's thread count for tuning, timing and profiling (default
     ``TVM_NUM_THREADS``, else the target's ``num-cores``); the measured count is in
     ``machine["threads"]``.
     """
-    from .profile import _machine, _preset
-    from .stats import Latency
+    from tvmflow.measure.profile import _machine, _preset
+    from tvmflow.measure.stats import Latency
     t0 = time.monotonic()
     preset = _preset(target)
-    from .threads import resolve
+    from tvmflow.threads import resolve
     threads = resolve(preset, threads)
     if trials is not None and trials < 0:
         raise TvmflowError(f"--trials must be 0 or more, got {trials}")
@@ -340,7 +341,7 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     if trials:
         for v in plan.unique():
             _tune(v.spec, preset, trials, on_step, per_round, threads)
-    out = Path(out_dir) if out_dir else Path("reports") / f"sweep-{preset.name}-{plan.source.name}"
+    out = Path(out_dir) if out_dir else Workspace.current().reports / f"sweep-{preset.name}-{plan.source.name}"
     samples, schedules, measured = _measure_bench(plan, preset, rounds=rounds, repeat=repeat,
                                                   seed=seed, route=route or {}, tuned=trials != 0,
                                                   module_dir=out / "modules", threads=threads,
@@ -359,7 +360,7 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     if plot:
         result.files["png"] = str(plot_sweep(result, out / "sweep.png"))
     if per_layer:
-        from .profile import compare_profiles, write_json
+        from tvmflow.measure.profile import compare_profiles, write_json
         names = [v.name for v in plan.unique()]
         if len(names) > 1 and not preset.is_cross:
             result.per_layer = compare_profiles(names, preset, rounds=max(3, min(rounds, 20)),
@@ -394,9 +395,9 @@ def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: i
     schedules where they exist; recompiled when stale); otherwise a module with TVM's default
     schedules compiled into ``module_dir``.
     """
-    from .bench import BenchOptions, ensure_module, module_from_package, run
-    from .compile import compile as compile_variant
-    from .session import resolve_route
+    from tvmflow.measure.bench import BenchOptions, ensure_module, module_from_package, run
+    from tvmflow.artifact.compile import compile as compile_variant
+    from tvmflow.runtime.session import resolve_route
     say = on_step or (lambda _msg: None)
     via_default = "local"
     r = resolve_route(via=route.get("via"), rpc=route.get("rpc"), tracker=route.get("tracker"),
@@ -426,7 +427,7 @@ def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: i
 
 
 def _schedules_text(module) -> str:
-    from .profile import _schedules_text as text
+    from tvmflow.measure.profile import _schedules_text as text
     return text(module.sidecar)
 
 

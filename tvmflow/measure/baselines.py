@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import TvmflowError
+from tvmflow.errors import TvmflowError
 
 BASELINES = ("torch", "onnxruntime")
 GPU_BASELINES = ("torch-cuda", "torch-compile", "onnxruntime-cuda")
@@ -134,7 +134,7 @@ class OrtRunner(Runner):
         except ImportError:
             raise TvmflowError("the ONNX Runtime baseline needs the onnxruntime package",
                                hint="pip install onnxruntime, or pass --no-baselines") from None
-        from .adapter.frontend import export_onnx
+        from tvmflow.adapter.frontend import export_onnx
         import torch
         super().__init__("onnxruntime-cuda" if cuda else "onnxruntime", variant,
                          {"threads": threads, "version": ort.__version__})

@@ -2,9 +2,9 @@
 
 Both commands go through one path:
 
-1. resolve the route (:func:`tvmflow.session.resolve_route`) and the modules (compiled with
+1. resolve the route (:func:`tvmflow.runtime.session.resolve_route`) and the modules (compiled with
    the tuned schedules when missing or stale, :func:`ensure_module`);
-2. open ONE session (:func:`tvmflow.session.open_session`: local, a loopback RPC server
+2. open ONE session (:func:`tvmflow.runtime.session.open_session`: local, a loopback RPC server
    started here, a server, or a tracker + key);
 3. per variant: check the module's arch against the server's, upload, load, set the input,
    time the very first call on its own (first-run latency), check the output against PyTorch
@@ -41,12 +41,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .baselines import GPU_BASELINES, LABELS
-from .errors import TvmflowError
-from .package import tvmflow_version
-from .report import BenchReport, VariantResult, check_outputs
-from .session import Route, open_session, preflight
-from .threads import resolve as resolve_threads
+from tvmflow.measure.baselines import GPU_BASELINES, LABELS
+from tvmflow.errors import TvmflowError
+from tvmflow.workspace import Workspace
+from tvmflow.artifact.package import tvmflow_version
+from tvmflow.measure.report import BenchReport, VariantResult, check_outputs
+from tvmflow.runtime.session import Route, open_session, preflight
+from tvmflow.threads import resolve as resolve_threads
 
 Say = Callable[[str], None]
 
@@ -156,8 +157,8 @@ def _coverage(sidecar: dict[str, Any]) -> str | None:
 
 
 def module_from_package(variant: str, pkg, compiled_now: bool = False) -> ModuleRef:
-    """A :class:`ModuleRef` from a ``tvmflow.package.Package`` (compile's result)."""
-    from .adapter.runtime import triple_arch
+    """A :class:`ModuleRef` from a ``tvmflow.artifact.package.Package`` (compile's result)."""
+    from tvmflow.adapter.runtime import triple_arch
     sidecar = dict(pkg.sidecar or {})
     weights = sidecar.get("weights") or {}
     return ModuleRef(variant=variant, path=Path(pkg.path), seed=int(pkg.seed),
@@ -174,9 +175,9 @@ def ensure_module(variant: str, target: str, *, seed: int = 0, say: Say = _quiet
     another variant cfg, target preset, tvmflow version or schedule database, another seed,
     or compiled with(out) CUDA graphs when asked for the other.
     """
-    from .compile import compile as compile_variant
-    from .compile import cuda_graph_reason, default_output
-    from .package import Package, stale_reason
+    from tvmflow.artifact.compile import compile as compile_variant
+    from tvmflow.artifact.compile import cuda_graph_reason, default_output
+    from tvmflow.artifact.package import Package, stale_reason
     path = default_output(target, variant)
     reason = stale_reason(path) if path.exists() else "not compiled yet"
     if reason is None:
@@ -223,7 +224,7 @@ def _emulated_board(route: Route) -> bool:
         host, _, port = addr.rpartition(":")
         return f"{'127.0.0.1' if host in ('localhost', '::1') else host}:{port}"
     try:
-        from . import board
+        from tvmflow import board
         for info in board.running_boards():
             if route.mode == "tracker" and info.key == route.key and \
                     norm(info.tracker) == norm(route.address):
@@ -241,8 +242,8 @@ def environment(preset, route: Route, session=None, threads: int | None = None) 
     ``threads``: the thread count asked of every runner (``threads_requested``); the counts
     each runner's process reports go to ``threads`` once measured (:func:`thread_counts`).
     """
-    from . import adapter
-    from .targets import _cpu_model, host_cores
+    from tvmflow import adapter
+    from tvmflow.target.presets import _cpu_model, host_cores
     env: dict[str, Any] = {
         "tvmflow": tvmflow_version(), "tvm": adapter.tvm_version(),
         "tvm_ffi": adapter.ffi_version(), "torch": _version("torch"),
@@ -297,7 +298,7 @@ class _TvmRunner:
 
 def _device_is_this_machine(route: Route) -> bool:
     """Baselines run in this process: only comparable when the device is this machine."""
-    from .adapter.rpc import is_loopback, parse_hostport
+    from tvmflow.adapter.rpc import is_loopback, parse_hostport
     if route.mode in ("local", "local-rpc"):
         return True
     return is_loopback(parse_hostport(route.address)[0])
@@ -342,8 +343,8 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
     count of every runner (default: :func:`tvmflow.threads.resolve`, the target's
     ``num-cores``); what each runner's process reports is in ``environment["threads"]``.
     """
-    from .registry import get_spec
-    from .targets import get_target
+    from tvmflow.spec.registry import get_spec
+    from tvmflow.target.presets import get_target
     opts = options or BenchOptions()
     preset = get_target(target)
     if out_dir is not None:
@@ -477,7 +478,7 @@ def _check_boards(opts: BenchOptions, route: Route, command: str, n_variants: in
     if route.mode != "tracker":
         raise TvmflowError("--boards needs a tracker: boards are found under a key",
                            hint="pass --tracker HOST:PORT --key KEY (or set TVM_TRACKER_*)")
-    from .adapter import rpc
+    from tvmflow.adapter import rpc
     host, port = rpc.parse_hostport(route.address)
     free = rpc.count_servers(host, port, route.key, timeout=opts.timeout)
     if free < boards:
@@ -515,9 +516,9 @@ def _prepare_variant(mod: ModuleRef, spec, sess, result: VariantResult, opts: Be
     """Load, first-run and check the module; make its baselines (``baselines``: "host" for
     PyTorch / ONNX Runtime on the CPU, "gpu" for the GPU ones, None); a GPU baseline that
     cannot run is left out, its reason in ``skipped``."""
-    from .baselines import make_baselines, make_gpu_baselines
-    from .frontend import torch_model_for
-    from .nin import example_input
+    from tvmflow.measure.baselines import make_baselines, make_gpu_baselines
+    from tvmflow.ir.frontend import torch_model_for
+    from tvmflow.spec.nin import example_input
     seed = mod.seed
     x = example_input(spec, mod.seed if opts.seed is None else opts.seed).numpy()
     say(f"{mod.variant}: uploading and loading {mod.path.name}")
@@ -558,7 +559,7 @@ def _prepare_variant(mod: ModuleRef, spec, sess, result: VariantResult, opts: Be
 def thread_counts(report: BenchReport) -> dict[str, Any]:
     """Per runner (``tvm``, ``pytorch``, ``onnxruntime``) the thread count its process
     reported; a list when variants (boards) disagree."""
-    from .threads import REPORT_KEYS
+    from tvmflow.threads import REPORT_KEYS
     counts: dict[str, list[int]] = {}
     for r in report.results:
         for kind, info in r.runner_info.items():
@@ -572,7 +573,7 @@ def thread_counts(report: BenchReport) -> dict[str, Any]:
 
 def _measure(report: BenchReport, runners_per_variant: dict[str, list], opts: BenchOptions, *,
              interleave: bool, say: Say, after_round: Callable[[], None]) -> None:
-    from .stats import Latency
+    from tvmflow.measure.stats import Latency
     # warm up and estimate each runner's latency (decides the repeats per round)
     est: dict[tuple[str, str], int] = {}  # repeats per round
     for variant, runners in runners_per_variant.items():
@@ -607,7 +608,7 @@ def _measure(report: BenchReport, runners_per_variant: dict[str, list], opts: Be
 
 def default_out_dir(command: str, target: str) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("reports") / f"{command}-{target}-{stamp}"
+    return Workspace.current().reports / f"{command}-{target}-{stamp}"
 
 
 def bench(target: str, variants: list[str] | str = "all", *, via: str | None = None,
@@ -622,12 +623,12 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
     ``cuda_graph`` (CUDA targets): time modules compiled with ``--cuda-graph`` (compiled
     so when the existing ones are not).
     """
-    from .registry import resolve_variants
-    from .session import resolve_route
-    from .targets import get_target
+    from tvmflow.spec.registry import resolve_variants
+    from tvmflow.runtime.session import resolve_route
+    from tvmflow.target.presets import get_target
     preset = get_target(target)
     threads = resolve_threads(preset, threads)          # a bad --threads fails before compiling
-    from .compile import check_cuda_graph
+    from tvmflow.artifact.compile import check_cuda_graph
     check_cuda_graph(preset, cuda_graph)
     # host modules run in a separate RPC server process by default: TVM's thread pool then
     # does not share a process with the PyTorch / ONNX Runtime baselines (or a compile)
@@ -639,7 +640,7 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
                            "on this machine", hint="give the board: --tracker HOST:PORT --key K "
                            "or --rpc HOST:PORT")
     if route.mode in ("local", "local-rpc") and preset.is_cuda:
-        from .adapter.cuda import probe_gpu
+        from tvmflow.adapter.cuda import probe_gpu
         gpu = probe_gpu()                 # before compiling: name what is missing
         if not gpu.ok:
             raise TvmflowError(f"cannot {command} {preset.name} here: no CUDA GPU on this "
@@ -652,7 +653,7 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
     names = resolve_variants(variants)
     opts = options or BenchOptions()
     # an unreachable board, or one of another architecture, fails before the compile
-    from .adapter.runtime import triple_arch
+    from tvmflow.adapter.runtime import triple_arch
     preflight(route, opts.timeout, arch=triple_arch(preset.cpu_triple), target=preset.name)
     modules = [ensure_module(v, preset.name, seed=seed, say=say, cuda_graph=cuda_graph)
                for v in names]
@@ -666,15 +667,15 @@ def compare(target: str = "host", variants: list[str] | str = "all", *,
     the speed-up table and the alignment line.
 
     ``per_layer`` ("A,B", e.g. ``"pruned,pruned-a8"``) adds the layer-by-layer side-by-side of
-    two variants (:func:`tvmflow.profile.compare_profiles`, on this machine), written next to
+    two variants (:func:`tvmflow.measure.profile.compare_profiles`, on this machine), written next to
     the report as ``per_layer.json`` / ``per_layer.md``.
     """
     pair = _per_layer_pair(per_layer, target)
-    from .targets import get_target
+    from tvmflow.target.presets import get_target
     threads = resolve_threads(get_target(target), kwargs.pop("threads", None))
     report = bench(target, variants, command="compare", threads=threads, **kwargs)
     if pair:
-        from .profile import compare_profiles, write_json
+        from tvmflow.measure.profile import compare_profiles, write_json
         report.per_layer = compare_profiles(pair, target, rounds=10, seed=kwargs.get("seed", 0),
                                             threads=threads)
         out = report.environment.get("output_dir")
@@ -688,8 +689,8 @@ def _per_layer_pair(per_layer: str | list[str] | None, target: str) -> list[str]
     """Check ``--per-layer A,B`` before any measuring."""
     if not per_layer:
         return None
-    from .registry import get_spec
-    from .targets import get_target
+    from tvmflow.spec.registry import get_spec
+    from tvmflow.target.presets import get_target
     names = [v.strip() for v in (per_layer.split(",") if isinstance(per_layer, str)
                                   else per_layer) if v.strip()]
     if len(names) != 2:

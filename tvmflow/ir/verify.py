@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import TvmflowError
-from .registry import resolve_variants
+from tvmflow.errors import TvmflowError
+from tvmflow.spec.registry import resolve_variants
 
 TOLERANCE = 1e-4
 
@@ -49,8 +49,8 @@ def verify(variants="all", frontends=("torch", "onnx"), *, seed: int = 0,
     NCHWc's blocked convs the fixed schedule of ``adapter.conv_rule``.  ``threads``: TVM's thread count here
     (default ``TVM_NUM_THREADS``, else the host's cores).
     """
-    from .targets import get_target
-    from .threads import resolve, scoped
+    from tvmflow.target.presets import get_target
+    from tvmflow.threads import resolve, scoped
     host = get_target("host")
     n = resolve(host, threads)
     with scoped(n):
@@ -60,10 +60,10 @@ def verify(variants="all", frontends=("torch", "onnx"), *, seed: int = 0,
 
 def _verify(variants, frontends, host, *, seed: int, tolerance: float, threads: int,
             layout: str | None, on_row, conv_rule: str | None = None) -> VerifyResult:
-    from .adapter import pipeline
-    from .adapter.build import run_local
-    from .adapter.runtime import local_threads
-    from .frontend import import_model
+    from tvmflow.adapter import pipeline
+    from tvmflow.adapter.build import run_local
+    from tvmflow.adapter.runtime import local_threads
+    from tvmflow.ir.frontend import import_model
     target = host.tvm_target()
     measured = local_threads(threads)
     rows = []

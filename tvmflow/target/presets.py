@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import TvmflowError
+from tvmflow.errors import TvmflowError
+from tvmflow.workspace import search_dirs
 
-TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 REQUIRED = ("name", "description", "device", "rpc_key", "target")
 OPTIONAL = ("host", "cross_compiler", "cross_package", "arch_env", "emulated")
 DEVICES = ("cpu", "cuda")
@@ -61,7 +61,7 @@ class TargetPreset:
     @property
     def cpu_isa(self) -> str | None:
         """The ISA class of the CPU the code runs on, as detected (host), else from the table."""
-        from .cpus import cpu_traits
+        from tvmflow.target.cpus import cpu_traits
         return self.detected.get("isa") or cpu_traits(self.cpu_key).isa
 
     @property
@@ -75,7 +75,7 @@ class TargetPreset:
         return not self.cpu_triple.startswith("x86_64")
 
     def tvm_target(self):
-        from .adapter.target import make_target
+        from tvmflow.adapter.target import make_target
         return make_target(self.target, self.host)
 
     def to_json(self) -> dict[str, Any]:
@@ -117,13 +117,13 @@ def host_cores() -> int:
 
 
 def _detect(target: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    from .adapter.target import system_cpu
+    from tvmflow.adapter.target import system_cpu
     target = dict(target)
     detected: dict[str, Any] = {}
     if target.get("mcpu") == "auto":
         # code for the exact CPU it runs on; tuning logs from other CPUs still apply (their
         # schedule traces are re-applied for this CPU's target: tvmflow.schedules)
-        from .cpus import isa_from_flags
+        from tvmflow.target.cpus import isa_from_flags
         cpu = system_cpu()
         flags = _cpu_flags()
         detected.update(cpu_model=_cpu_model(), llvm_cpu=cpu,
@@ -137,8 +137,9 @@ def _detect(target: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def target_dirs() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get("TVMFLOW_TARGET_PATH", "").split(os.pathsep) if p]
-    return extra + [TARGETS_DIR]
+    """Where target presets are looked for, first wins: ``TVMFLOW_TARGET_PATH``, the
+    workspace's ``targets/``, the shipped presets."""
+    return search_dirs("targets", "TVMFLOW_TARGET_PATH")
 
 
 def _scan() -> dict[str, Path]:
@@ -258,7 +259,7 @@ def toolchain_status(preset: TargetPreset) -> dict[str, Any]:
             status["install"] = f"apt-get install {cross_package(preset)}"
     if preset.is_cuda:
         try:
-            from .adapter.cuda import find_nvcc
+            from tvmflow.adapter.cuda import find_nvcc
             status["nvcc"] = find_nvcc()
         except TvmflowError:
             status["nvcc"] = None

@@ -2,7 +2,7 @@
 
 Channel selection (see /work/shared/reference/micronet.md, "Pruning"):
 
-* collect |gamma| of the first eight BatchNorm layers (:data:`tvmflow.nin.BN_KEYS`), sort them,
+* collect |gamma| of the first eight BatchNorm layers (:data:`tvmflow.spec.nin.BN_KEYS`), sort them,
   take ``threshold = sorted[int(total * ratio)]`` and keep the channels with
   ``|gamma| > threshold`` (strictly);
 * a layer left empty keeps its largest-|gamma| channel;
@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import TvmflowError
-from .registry import LAYER_NAMES, MODELS_DIR, NUM_CONVS, VariantSpec, get_spec, list_models
+from tvmflow.errors import TvmflowError
+from tvmflow.workspace import Workspace
+from tvmflow.spec.registry import LAYER_NAMES, NUM_CONVS, VariantSpec, get_spec, list_models
 
 if TYPE_CHECKING:  # torch is imported lazily: `tvmflow --help` must stay fast
     import torch
@@ -151,7 +152,7 @@ def apply_selection(state_dict: dict, keep: list["torch.Tensor"], spec: VariantS
     the head conv keeps its outputs and loses the pruned inputs.
     """
     import torch
-    from .nin import BN_KEYS, CONV_KEYS, HEAD_BN_KEY
+    from tvmflow.spec.nin import BN_KEYS, CONV_KEYS, HEAD_BN_KEY
 
     _require_ungrouped(spec)
     sd = _strip(state_dict)
@@ -238,7 +239,7 @@ def prune(checkpoint: str | Path, ratio: float, align: int | None = None, name: 
     base_spec = get_spec(base)  # unknown names fail here, with suggestions
     _require_ungrouped(base_spec)
     name = name or default_name(base, ratio, n)
-    out_dir = Path(out_dir) if out_dir is not None else MODELS_DIR
+    out_dir = Path(out_dir) if out_dir is not None else Workspace.current().models
     ckpt_path = out_dir / f"{name}.pth"
     toml_path = out_dir / f"{name}.toml"
     try:
@@ -256,7 +257,7 @@ def prune(checkpoint: str | Path, ratio: float, align: int | None = None, name: 
                                hint="pass --force to shadow it or choose another --name")
 
     import torch  # only now: the checks above answer without loading torch
-    from .nin import BN_KEYS, NIN, load_checkpoint_file, load_state
+    from tvmflow.spec.nin import BN_KEYS, NIN, load_checkpoint_file, load_state
 
     source = Path(checkpoint)
     loaded = load_checkpoint_file(source)

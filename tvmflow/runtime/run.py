@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import TvmflowError
-from .package import Package, write_atomic
+from tvmflow.errors import TvmflowError
+from tvmflow.artifact.package import Package, write_atomic
 
 _MACHINES = {"x86_64": ("x86_64", "amd64"), "aarch64": ("aarch64", "arm64")}
 # LLVM feature -> /proc/cpuinfo flag, for the x86 extensions a module's code may use
@@ -32,7 +32,7 @@ _X86_FEATURES = {"avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c", "bm
 
 def missing_cpu_features(mcpu: str, flags: set[str]) -> list[str]:
     """The x86 extensions code built for ``mcpu`` may use and a CPU with ``flags`` lacks."""
-    from .adapter.target import cpu_features
+    from tvmflow.adapter.target import cpu_features
     has = cpu_features(mcpu)
     return [f for f in _X86_FEATURES if f in has and _X86_FEATURES[f] not in flags]
 
@@ -57,7 +57,7 @@ def local_machine() -> str:
 
 def mismatches(pkg: Package) -> list[str]:
     """Why this machine cannot run ``pkg`` (empty when it can)."""
-    from .targets import _cpu_flags
+    from tvmflow.target.presets import _cpu_flags
     problems = []
     arch = pkg.cpu_triple.split("-")[0]
     here = local_machine()
@@ -74,7 +74,7 @@ def mismatches(pkg: Package) -> list[str]:
                 what = f"AVX-512 ({what})"
             problems.append(f"it was built for {mcpu} and this CPU lacks {what}")
     if pkg.device == "cuda":
-        from .adapter.cuda import cubin_runs_on, probe_gpu
+        from tvmflow.adapter.cuda import cubin_runs_on, probe_gpu
         archs = [str(a) for a in ((pkg.cuda or {}).get("archs") or [target.get("arch")])]
         probe = probe_gpu()
         gpu = probe.arch
@@ -97,8 +97,8 @@ def check_runnable(pkg: Package) -> None:
 def load_input(pkg: Package, path: str | Path | None) -> tuple[np.ndarray, str]:
     """The input array and where it came from (a .npy file, or the sidecar's seed)."""
     if path is None:
-        from .nin import example_input
-        from .registry import get_spec
+        from tvmflow.spec.nin import example_input
+        from tvmflow.spec.registry import get_spec
         spec = get_spec(pkg.variant)
         x = example_input(spec, pkg.seed).numpy()
         return x.astype(pkg.input_dtype), f"example input, seed {pkg.seed}"
@@ -120,8 +120,8 @@ def load_input(pkg: Package, path: str | Path | None) -> tuple[np.ndarray, str]:
 def _threads_for(pkg: Package, threads: int | None) -> int:
     """``threads``, else TVM_NUM_THREADS, else the module's target preset's ``num-cores``
     (detected here for ``host``; the sidecar's target when the preset is gone)."""
-    from .targets import get_target
-    from .threads import resolve
+    from tvmflow.target.presets import get_target
+    from tvmflow.threads import resolve
     try:
         preset = get_target(pkg.target_name)
     except TvmflowError:
@@ -138,9 +138,9 @@ def run(module: str | Path, input: str | Path | None = None,
     ``threads``: TVM's thread count (default ``TVM_NUM_THREADS``, else the target's
     ``num-cores``).
     """
-    from .adapter.build import load_library, run_local
-    from .adapter.runtime import local_threads
-    from .threads import scoped
+    from tvmflow.adapter.build import load_library, run_local
+    from tvmflow.adapter.runtime import local_threads
+    from tvmflow.threads import scoped
     pkg = Package.load(module)
     check_runnable(pkg)
     n = _threads_for(pkg, threads)

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import schedules
-from .errors import TvmflowError
+from tvmflow.tuning import schedules
+from tvmflow.errors import TvmflowError
 
 DEFAULT_SEED = 0
 DEFAULT_PER_ROUND = 32
@@ -109,7 +109,7 @@ def resolve_tracker(tracker: str | None, key: str | None) -> tuple[str, int, str
 def boards_under_key(host: str, port: int, key: str, cap: int = 8) -> int:
     """How many servers the tracker lists under ``key`` (1 when it cannot tell): the
     default number of RPC runner workers, so each board measures candidates in parallel."""
-    from .adapter import rpc as ad_rpc
+    from tvmflow.adapter import rpc as ad_rpc
     try:
         n = ad_rpc.count_servers(host, port, key, timeout=10)
     except TvmflowError:
@@ -120,8 +120,8 @@ def boards_under_key(host: str, port: int, key: str, cap: int = 8) -> int:
 def _board_threads(rpc: tuple[str, int, str], threads: int) -> int | None:
     """TVM's thread count on a board under the key once set to ``threads`` as the runner's
     sessions set it (None when no board answers in time)."""
-    from .adapter import rpc as ad_rpc
-    from .adapter.runtime import remote_session
+    from tvmflow.adapter import rpc as ad_rpc
+    from tvmflow.adapter.runtime import remote_session
     try:
         remote = ad_rpc.request(*rpc, timeout=30)
         return remote_session(remote, "tracker", f"{rpc[0]}:{rpc[1]}", rpc[2]).use_threads(threads)
@@ -133,7 +133,7 @@ def default_workers(preset) -> int:
     """Builder processes when ``--workers`` is not given: on a CUDA target every core but two
     (a GPU machine has many, and each candidate is a full NVRTC compile; two are left for
     the runner and the search), else ``min(2, cores)`` (the runner shares the cores)."""
-    from .targets import host_cores
+    from tvmflow.target.presets import host_cores
     cores = host_cores()
     return max(1, cores - 2) if preset.is_cuda else max(1, min(2, cores))
 
@@ -142,7 +142,7 @@ def _check_runnable(preset, rpc, dry_run: bool = False) -> None:
     if rpc is not None or dry_run:
         return
     if preset.is_cuda:
-        from .adapter.tune import local_gpu
+        from tvmflow.adapter.tune import local_gpu
         gpu = local_gpu()
         if not gpu.ok:
             raise TvmflowError(f"cannot tune for {preset.name}: no CUDA GPU here to measure "
@@ -186,13 +186,13 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
     first build or run error (the records committed so far are kept): a task that never
     builds would otherwise take the whole budget.
     """
-    from .targets import get_target
+    from tvmflow.target.presets import get_target
     if trials < 1:
         raise TvmflowError(f"--trials must be at least 1, got {trials}")
     if per_round < 1:
         raise TvmflowError(f"--per-round must be at least 1, got {per_round}")
     preset = get_target(target)
-    from .threads import resolve as resolve_threads
+    from tvmflow.threads import resolve as resolve_threads
     threads = resolve_threads(preset, threads)
     rpc = resolve_tracker(tracker, key)
     if dry_run and rpc is not None:
@@ -204,9 +204,13 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
         raise TvmflowError(f"--rpc-workers must be at least 1, got {rpc_workers}")
     if rpc is not None and rpc_workers is None:
         rpc_workers = boards_under_key(*rpc)
-    from .registry import get_spec
+    from tvmflow.spec.registry import get_spec
     spec = get_spec(variant)
     log_dir = schedules.schedule_dir(preset, spec.name, root)
+    from tvmflow.workspace import check_writable
+    check_writable(log_dir)
+    if not fresh and root is None:
+        schedules.seed_from_shipped(preset, spec.name, log_dir)
     source = None
     if adapt:
         if adapt_top_k < 1:
@@ -236,9 +240,9 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
                  adapt=None, adapt_top_k: int = ADAPT_TOP_K, on_adapt=None,
                  rpc_workers: int = 1, threads: int | None = None,
                  dry_run: bool = False) -> TuneResult:
-    from .adapter import pipeline
-    from .adapter import tune as ad
-    from .frontend import import_model
+    from tvmflow.adapter import pipeline
+    from tvmflow.adapter import tune as ad
+    from tvmflow.ir.frontend import import_model
 
     if fresh:
         _clear(log_dir)
@@ -393,7 +397,7 @@ def _tune_locked(spec, preset, log_dir: Path, *, trials, trials_per_task, per_ro
             if sigint["hit"]:
                 raise KeyboardInterrupt
             sigint["hit"] = True
-            from .ui import err_console
+            from tvmflow.ui import err_console
             err_console.print("interrupt: stopping after the batch being measured "
                               "(Ctrl-C again to stop now)", highlight=False)
         prev_handler = signal.signal(signal.SIGINT, _on_sigint)
@@ -490,7 +494,7 @@ def _adapt(tasks, source, log_dir: Path, tgt, preset, *, builder, runner, top_k:
     """Re-measure ``source``'s best records here (see the module doc); update ``best_ms`` and
     ``meta["adapted_from"]`` (also when interrupted: what was committed is recorded, marked
     ``interrupted``, and a rerun adapts again); returns the summary."""
-    from .adapter.adapt import remeasure
+    from tvmflow.adapter.adapt import remeasure
     src_dir, src_cpu, src_meta = source
     names = [t.task_name for t in tasks]
     weights = {t.task_name: int(t.weight) for t in tasks}
@@ -572,7 +576,7 @@ class TuneProgress:
     def __init__(self, console=None):
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn)
-        from .ui import console as default_console
+        from tvmflow.ui import console as default_console
         self.progress = Progress(TextColumn("[bold]{task.fields[label]}"), BarColumn(),
                                  MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                                  TimeElapsedColumn(), console=console or default_console,
@@ -602,7 +606,7 @@ class TuneProgress:
 
 def tune_variants(variants: list[str], target: str, *, quiet: bool = False, **kw) -> list[TuneResult]:
     """Tune several variants in turn, with a progress bar and a per-task table each."""
-    from .ui import console
+    from tvmflow.ui import console
     results = []
     for v in variants:
         bar = None if quiet else TuneProgress()
@@ -614,7 +618,7 @@ def tune_variants(variants: list[str], target: str, *, quiet: bool = False, **kw
                        **kw)
         except KeyboardInterrupt:
             d = schedules.schedule_dir(target, v, kw.get("root"))
-            from .ui import err_console
+            from tvmflow.ui import err_console
             err_console.print(f"interrupted: {schedules.record_count(d)} records kept in {d}; "
                               "run the same command to resume", highlight=False)
             raise
@@ -631,7 +635,7 @@ def tune_variants(variants: list[str], target: str, *, quiet: bool = False, **kw
 
 
 def print_task_table(res: TuneResult) -> None:
-    from .ui import console, print_table
+    from tvmflow.ui import console, print_table
     rows = [[t.name, t.weight, t.trials, "-" if t.best_ms is None else f"{t.best_ms:.4f}",
              "-" if t.weighted_ms is None else f"{t.weighted_ms:.4f}"] for t in res.tasks]
     est = res.est_total_ms

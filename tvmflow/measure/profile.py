@@ -33,8 +33,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import TvmflowError
-from .registry import VariantSpec, get_spec
+from tvmflow.errors import TvmflowError
+from tvmflow.spec.registry import VariantSpec, get_spec
 
 POOL_AFTER = {2: "pool1", 5: "pool2"}  # conv index a pool follows -> its row name
 FINAL_POOL = "avgpool"
@@ -299,7 +299,7 @@ class Built:
 
 
 def _preset(target):
-    from .targets import TargetPreset, get_target
+    from tvmflow.target.presets import TargetPreset, get_target
     return target if isinstance(target, TargetPreset) else get_target(target)
 
 
@@ -312,14 +312,14 @@ def build_for_profile(variant: str | VariantSpec, target="host", *, seed: int = 
     schedules into a temporary directory.  Without ``tvmflow.compile`` in the tree, the module
     is built in this process by the shared pipeline (no tuning database).
     """
-    from .nin import example_input
+    from tvmflow.spec.nin import example_input
     spec = variant if isinstance(variant, VariantSpec) else get_spec(variant)
     preset = _preset(target)
     x = example_input(spec, seed).numpy()
-    from .adapter.profile import load_library
-    from .compile import compile as compile_variant
+    from tvmflow.adapter.profile import load_library
+    from tvmflow.artifact.compile import compile as compile_variant
     if tuned:
-        from .bench import ensure_module
+        from tvmflow.measure.bench import ensure_module
         ref = ensure_module(spec.name, preset.name, seed=seed, say=on_step or (lambda _m: None))
         return Built(spec, ref.path, _schedules_text(ref.sidecar), x)
     import tempfile
@@ -361,7 +361,7 @@ def _layout(cov: dict[str, Any]) -> str | None:
 
 
 def _machine(preset) -> dict[str, Any]:
-    from .targets import _cpu_model, host_cores
+    from tvmflow.target.presets import _cpu_model, host_cores
     det = preset.detected or {}
     extra = ", ".join(x for x in (det.get("llvm_cpu"), "AVX-512" if det.get("avx512") else None) if x)
     name = f"{host_cores()}-core {_cpu_model()}" + (f" ({extra})" if extra else "")
@@ -384,7 +384,7 @@ def profile_many(variants: list[str | VariantSpec] | list[Built], target="host",
     ``threads``: TVM's thread count in this process (default: ``TVM_NUM_THREADS``, else the
     target's ``num-cores``); the count TVM reports is in each result's ``machine["threads"]``.
     """
-    from .threads import resolve, scoped
+    from tvmflow.threads import resolve, scoped
     if rounds < 1:
         raise TvmflowError(f"rounds must be at least 1, got {rounds}")
     preset = _preset(target)
@@ -396,8 +396,8 @@ def profile_many(variants: list[str | VariantSpec] | list[Built], target="host",
 
 def _profile_many(variants, preset, *, rounds: int, min_ms: float, seed: int, tuned: bool,
                   threads: int, on_step) -> list[ProfileResult]:
-    from .adapter import profile as ap
-    from .adapter.runtime import local_threads
+    from tvmflow.adapter import profile as ap
+    from tvmflow.adapter.runtime import local_threads
     if preset.device != "cpu" and preset.device != "cuda":
         raise TvmflowError(f"cannot profile on device {preset.device!r}")
     if preset.is_cross:

@@ -1,0 +1,1 @@
+"""artifact: a stage of the tvmflow pipeline."""

@@ -1,0 +1,1 @@
+"""experiments: a stage of the tvmflow pipeline."""

@@ -1,0 +1,1 @@
+"""ir: a stage of the tvmflow pipeline."""

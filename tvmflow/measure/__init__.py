@@ -1,0 +1,1 @@
+"""measure: a stage of the tvmflow pipeline."""

@@ -1,0 +1,1 @@
+"""runtime: a stage of the tvmflow pipeline."""

@@ -1,0 +1,1 @@
+"""spec: a stage of the tvmflow pipeline."""

@@ -1,0 +1,1 @@
+"""target: a stage of the tvmflow pipeline."""

@@ -1,0 +1,1 @@
+"""tuning: a stage of the tvmflow pipeline."""
