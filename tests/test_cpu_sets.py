@@ -22,11 +22,12 @@ import numpy as np
 import pytest
 
 from tvmflow.tuning import schedules as S
+from tvmflow.workspace import shipped_dir
 from tvmflow.target.cpus import Candidate, cpu_traits, isa_from_flags, rank, rank_key, why_near
 from tvmflow.errors import TvmflowError
 from tvmflow.target.presets import _cpu_flags, get_target
 
-SHIPPED = S.SCHEDULES_DIR / "host" / "emeraldrapids"
+SHIPPED = shipped_dir("schedules") / "host" / "emeraldrapids"
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +71,7 @@ def test_fixed_and_cuda_cpu_keys(monkeypatch, tmp_path):
 def test_shipped_host_logs_sit_in_the_set_of_the_cpu_they_were_tuned_on():
     """Each shipped host log is in the directory of the CPU its meta.json says it was tuned
     on (the emeraldrapids sets, and the znver2 ones tuned at full parallelism)."""
-    rows = [r for r in S.list_schedules(S.SCHEDULES_DIR) if r["target"] == "host"]
+    rows = [r for r in S.list_schedules(shipped_dir("schedules")) if r["target"] == "host"]
     assert {"emeraldrapids", "znver2"} <= {r["cpu"] for r in rows}
     for r in rows:
         meta = S.read_meta(Path(r["path"]))
@@ -236,41 +237,54 @@ def _cli(env, *args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_compile_applies_the_nearest_set_and_says_so(tmp_path):
-    """The shipped set of another CPU: its records applied (every task), code for THIS CPU,
-    the output right, the terminal and the sidecar naming both CPUs; then a set tuned on this
-    CPU appears and the module is recompiled with it."""
+def _log_as(src: Path, dst: Path, variant: str) -> None:
+    """A copy of the log ``src`` recorded for ``variant`` (the same network, another name)."""
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "meta.json").read_text())
+    meta["variant"] = variant
+    (dst / "meta.json").write_text(json.dumps(meta))
+
+
+def test_compile_applies_the_nearest_set_and_says_so(tmp_path, monkeypatch):
+    """A set of another CPU only: its records applied (every task), code for THIS CPU, the
+    output right, the terminal and the sidecar naming both CPUs; then a set tuned on this CPU
+    appears and the module is recompiled with it.  The variant is pruned-a8 under a name of its
+    own, so that no shipped set of this CPU is there to win."""
     here = get_target("host").cpu_key
     other = "emeraldrapids" if here != "emeraldrapids" else "sapphirerapids"
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "pa8.toml").write_text('name = "pa8"\nbase = "pruned-a8"\n')
+    monkeypatch.setenv("TVMFLOW_MODEL_PATH", str(models))
     root = tmp_path / "sched"
-    shutil.copytree(SHIPPED / "pruned-a8", root / "host" / other / "pruned-a8")
+    _log_as(SHIPPED / "pruned-a8", root / "host" / other / "pa8", "pa8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TVMFLOW_")}
     env.update(TVMFLOW_SCHEDULES=str(root), TVMFLOW_ARTIFACTS_DIR=str(tmp_path / "arts"),
-               COLUMNS="250")
-    r = _cli(env, "compile", "-t", "host", "-v", "pruned-a8")
+               TVMFLOW_MODEL_PATH=str(models), COLUMNS="250")
+    r = _cli(env, "compile", "-t", "host", "-v", "pa8")
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"tuned on {other}, running on {here}" in r.stdout
     n = json.loads((SHIPPED / "pruned-a8" / "meta.json").read_text())["n_tasks"]
     assert f"tasks: {n}, tuned {n}, default schedules 0" in r.stdout
-    so = tmp_path / "arts" / "host" / "pruned-a8.so"
+    so = tmp_path / "arts" / "host" / "pa8.so"
     side = json.loads(so.with_suffix(".json").read_text())
     sched = side["schedules"]
     assert (sched["cpu"], sched["running_on"], sched["match"]) == (other, here, "nearest")
     assert sched["note"] == f"tuned on {other}, running on {here}"
-    assert sched["path"] == str(root / "host" / other / "pruned-a8")
+    assert sched["path"] == str(root / "host" / other / "pa8")
     assert side["coverage"]["tuned"] == side["coverage"]["tasks"] == n
     assert side["target"]["target"]["mcpu"] == here            # generated for this CPU
     from tvmflow.ir.frontend import import_model
     from tvmflow.runtime.run import run
-    model = import_model("pruned-a8", seed=0)
+    model = import_model("pa8", seed=0)
     err = np.abs(run(so).output - model.reference(model.example_input())).max()
     assert err <= 1e-4
     # tuned on this CPU now (here: the same records, copied): stale, recompiled, exact
-    shutil.copytree(root / "host" / other / "pruned-a8", root / "host" / here / "pruned-a8")
-    r = _cli(env, "compile", "-t", "host", "-v", "pruned-a8")
+    shutil.copytree(root / "host" / other / "pa8", root / "host" / here / "pa8")
+    r = _cli(env, "compile", "-t", "host", "-v", "pa8")
     assert r.returncode == 0, r.stderr[-3000:]
     sched = next(ln for ln in r.stdout.splitlines() if ln.startswith("schedules:"))
-    assert "tuned on" not in sched and f"host/{here}/pruned-a8" in sched
+    assert "tuned on" not in sched and f"host/{here}/pa8" in sched
     assert "compiled because:" in r.stdout and f"now the one tuned on {here}" in r.stdout
     sched = json.loads(so.with_suffix(".json").read_text())["schedules"]
     assert (sched["cpu"], sched["match"]) == (here, "exact") and "note" not in sched
@@ -279,11 +293,12 @@ def test_compile_applies_the_nearest_set_and_says_so(tmp_path):
 # ------------------------------------------------------------------ run's check
 
 
-def _pkg(mcpu: str):
+def _pkg(mcpu: str, mattr=None):
     from tvmflow.artifact.package import Package
+    target = {"kind": "llvm", "mcpu": mcpu, **({"mattr": mattr} if mattr else {})}
     side = {"variant": {"name": "pruned"}, "input": {"seed": 0, "shape": [1, 3, 32, 32],
                                                      "dtype": "float32"},
-            "target": {"name": "host", "device": "cpu", "target": {"kind": "llvm", "mcpu": mcpu}},
+            "target": {"name": "host", "device": "cpu", "target": target},
             "module": {"sha256": "x"}}
     return Package(Path("m.so"), side)
 
@@ -291,8 +306,12 @@ def _pkg(mcpu: str):
 def test_run_refuses_a_module_for_a_cpu_with_extensions_this_one_lacks():
     from tvmflow.runtime.run import mismatches, missing_cpu_features
     flags = _cpu_flags()
-    here = get_target("host").cpu_key
-    assert mismatches(_pkg(here)) == [] and mismatches(_pkg("x86-64")) == []
+    host = get_target("host")
+    here = host.cpu_key
+    # code for this CPU as the host preset builds it: LLVM's model of the CPU, less the
+    # extensions this (virtual) CPU hides (mattr "-amx-tile", ...)
+    assert mismatches(_pkg(here, host.target.get("mattr"))) == []
+    assert mismatches(_pkg("x86-64")) == []
     richer = next((c for c in ("diamondrapids", "graniterapids", "sapphirerapids", "znver5",
                                "emeraldrapids") if missing_cpu_features(c, flags)), None)
     if richer is not None:

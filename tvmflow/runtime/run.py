@@ -21,20 +21,15 @@ from tvmflow.errors import TvmflowError
 from tvmflow.artifact.package import Package, write_atomic
 
 _MACHINES = {"x86_64": ("x86_64", "amd64"), "aarch64": ("aarch64", "arm64")}
-# LLVM feature -> /proc/cpuinfo flag, for the x86 extensions a module's code may use
-_X86_FEATURES = {"avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c", "bmi2": "bmi2",
-                 "avx512f": "avx512f", "avx512cd": "avx512cd", "avx512bw": "avx512bw",
-                 "avx512dq": "avx512dq", "avx512vl": "avx512vl", "avx512vnni": "avx512_vnni",
-                 "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16",
-                 "avx512ifma": "avx512ifma", "avx512vbmi": "avx512vbmi",
-                 "avxvnni": "avx_vnni", "amx-tile": "amx_tile"}
 
 
-def missing_cpu_features(mcpu: str, flags: set[str]) -> list[str]:
-    """The x86 extensions code built for ``mcpu`` may use and a CPU with ``flags`` lacks."""
+def missing_cpu_features(mcpu: str, flags: set[str], mattr=()) -> list[str]:
+    """The x86 extensions code built for ``mcpu`` (less those ``mattr`` turns off) may use and
+    a CPU with ``flags`` lacks."""
     from tvmflow.adapter.target import cpu_features
-    has = cpu_features(mcpu)
-    return [f for f in _X86_FEATURES if f in has and _X86_FEATURES[f] not in flags]
+    from tvmflow.target.cpus import absent_x86_features
+    off = {str(a)[1:] for a in mattr if str(a).startswith("-")}
+    return [f for f in absent_x86_features(cpu_features(mcpu), flags) if f not in off]
 
 
 @dataclass
@@ -67,7 +62,7 @@ def mismatches(pkg: Package) -> list[str]:
     mcpu = target.get("mcpu")
     if pkg.device == "cpu" and arch == "x86_64" and mcpu and not problems:
         flags = _cpu_flags()
-        lacks = missing_cpu_features(str(mcpu), flags) if flags else []
+        lacks = missing_cpu_features(str(mcpu), flags, target.get("mattr") or ()) if flags else []
         if lacks:
             what = ", ".join(lacks[:5]) + (", ..." if len(lacks) > 5 else "")
             if "avx512f" in lacks:

@@ -213,3 +213,19 @@ def isa_from_meta(meta: dict) -> str | None:
     if det.get("avx512") is True:
         return "avx512"
     return None
+
+
+# LLVM feature -> /proc/cpuinfo flag, for the x86 extensions generated code may use
+X86_FEATURES = {"avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c", "bmi2": "bmi2",
+                "avx512f": "avx512f", "avx512cd": "avx512cd", "avx512bw": "avx512bw",
+                "avx512dq": "avx512dq", "avx512vl": "avx512vl", "avx512vnni": "avx512_vnni",
+                "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16",
+                "avx512ifma": "avx512ifma", "avx512vbmi": "avx512vbmi",
+                "avxvnni": "avx_vnni", "amx-tile": "amx_tile"}
+
+
+def absent_x86_features(llvm_features: set[str], flags: set[str]) -> list[str]:
+    """Of the extensions LLVM's CPU model has (``llvm_features``), those a CPU whose
+    /proc/cpuinfo shows ``flags`` lacks: a VM often hides some of its CPU's extensions (an
+    Emerald Rapids guest without AMX or AVX512-FP16), and code using them would not run."""
+    return [f for f in X86_FEATURES if f in llvm_features and X86_FEATURES[f] not in flags]

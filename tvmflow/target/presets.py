@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import platform
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,10 +131,23 @@ def _detect(target: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
                         avx512=all(f in flags for f in AVX512), isa=isa_from_flags(flags))
         target["mcpu"] = cpu
         detected["mcpu"] = target["mcpu"]
+        off = _hidden_features(cpu, flags)
+        if off:       # LLVM's model of the CPU has them, this (virtual) CPU does not
+            target["mattr"] = [*target.get("mattr", []), *(f"-{f}" for f in off)]
+            detected["mattr"] = target["mattr"]
     if target.get("num-cores") == "auto":
         target["num-cores"] = host_cores()
         detected["num-cores"] = target["num-cores"]
     return target, detected
+
+
+def _hidden_features(cpu: str, flags: set[str]) -> list[str]:
+    """x86 extensions of LLVM's ``cpu`` that this machine's /proc/cpuinfo does not show."""
+    if not flags or platform.machine().lower() not in ("x86_64", "amd64"):
+        return []
+    from tvmflow.adapter.target import cpu_features
+    from tvmflow.target.cpus import absent_x86_features
+    return absent_x86_features(cpu_features(cpu), flags)
 
 
 def target_dirs() -> list[Path]:
