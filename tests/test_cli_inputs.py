@@ -84,6 +84,7 @@ STATIC = [
     (["tune", "--conv-rule", "fixed"], "--conv-rule needs --layout NCHWc"),
     (["tune", "--conv-rule", "search", "--layout", "NHWC"],
      "--conv-rule needs --layout NCHWc, not NHWC"),
+    (["tune", "--adapt="], "'--adapt': give a CPU name, or --adapt alone for the nearest set"),
     # bench / compare
     (["bench", "--rounds", "0"], "'--rounds': 0 is not in the range x>=1"),
     (["bench", "--warmup", "-1"], "'--warmup': -1 is not in the range x>=0"),
@@ -150,6 +151,8 @@ LIBRARY = [
     (["tune", "-v", "pruned", "-t", "rpi4"], "cannot tune for rpi4"),
     (["tune", "-v", "pruned", "--adapt", "nosuchcpu"], "--adapt nosuchcpu: no set of pruned"),
     (["tune", "-v", "nosuch"], "unknown variant 'nosuch'"),
+    (["tune", "-v", "pruned", "-t", "cuda", "--layout", "NCHWc", "--dry-run"],
+     "the NCHWc layout is for CPU (llvm) targets, not cuda"),
     (["tune", "-t", "nosuch"], "unknown target 'nosuch'"),
     # bench / compare
     (["bench", "--key", "rpi4"], "--key names a board at a tracker"),
@@ -164,6 +167,7 @@ LIBRARY = [
     (["bench", "-t", "rpi4", "--via", "local"], "target rpi4 runs on aarch64"),
     (["bench", "-v", "nosuch", "-o", "{dir}/report"], "unknown variant 'nosuch'"),
     (["bench", "-t", "nosuch"], "unknown target 'nosuch'"),
+    (["bench", "-v", ","], "no variant given"),
     (["compare", "--per-layer", "pruned"], "--per-layer takes two variants"),
     (["compare", "--per-layer", "pruned,nosuch"], "unknown variant 'nosuch'"),
     (["compare", "-t", "rpi4", "--per-layer", "pruned,pruned-a8"],
@@ -269,6 +273,23 @@ def test_subprocess(argv, fragment, paths, run_cli, monkeypatch):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert fragment in proc.stderr.strip().splitlines()[-1]
+
+
+def test_bad_thread_count_in_the_environment(paths, capsys, monkeypatch):
+    """TVM_NUM_THREADS stands in for --threads, and is checked like it."""
+    monkeypatch.setenv("TVM_NUM_THREADS", "zero")
+    for argv in (["bench"], ["verify"], ["tune", "-v", "pruned"]):
+        _one_error_line(argv, "TVM_NUM_THREADS='zero' in the environment must be a whole number",
+                        paths, capsys)
+
+
+def test_prune_into_a_directory_that_cannot_be_made(paths, capsys, tmp_path):
+    """The output directory is made before the pruning, and failing to is one line."""
+    import torch
+    from tvmflow.spec.registry import create_model
+    torch.save(create_model("original", pretrained=False).state_dict(), tmp_path / "orig.pth")
+    _one_error_line(["prune", str(tmp_path / "orig.pth"), "--ratio", "0.5", "-o",
+                     "{unwritable}/models"], "cannot create output directory", paths, capsys)
 
 
 def test_sweep_refuses_before_writing(paths, capsys):

@@ -33,6 +33,9 @@ def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, threads
     if against == variant:
         raise click.UsageError(f"--against names the variant itself ({variant}); give another "
                                "variant to compare with")
+    from tvmflow.spec.registry import get_spec
+    for name in filter(None, (variant, against)):
+        get_spec(name)     # both names checked (with suggestions) before anything compiles
     from tvmflow.measure.profile import compare_profiles, profile, write_json
     from tvmflow.ui import console, print_table
     kw = dict(rounds=rounds, min_ms=min_ms, seed=seed, tuned=not untuned, threads=threads,

@@ -49,6 +49,9 @@ def tune_cmd(target, variant, trials, trials_per_task, per_round, seed, fresh, k
              conv_rule=None, workers=None, dry_run=False):
     """Auto-schedule variants with MetaSchedule (XGBoost cost model)."""
     needs_nchwc(layout, no_pad=no_pad, conv_rule=conv_rule)
+    if adapt is not None and not adapt.strip():
+        raise click.BadParameter("give a CPU name, or --adapt alone for the nearest set",
+                                 param_hint="'--adapt'")
     from tvmflow.spec.registry import resolve_variants
     from tvmflow.target.presets import get_target
     from tvmflow.tuning.tune import tune_variants
