@@ -168,6 +168,8 @@ LIBRARY = [
     (["bench", "-v", "nosuch", "-o", "{dir}/report"], "unknown variant 'nosuch'"),
     (["bench", "-t", "nosuch"], "unknown target 'nosuch'"),
     (["bench", "-v", ","], "no variant given"),
+    (["bench", "--rpc", "127.0.0.1:9"], "cannot reach the RPC server at 127.0.0.1:9"),
+    (["bench", "--tracker", "127.0.0.1:9", "--key", "k"], "cannot reach the RPC tracker at 127.0.0.1:9"),
     (["compare", "--per-layer", "pruned"], "--per-layer takes two variants"),
     (["compare", "--per-layer", "pruned,nosuch"], "unknown variant 'nosuch'"),
     (["compare", "-t", "rpi4", "--per-layer", "pruned,pruned-a8"],
@@ -186,6 +188,7 @@ LIBRARY = [
     (["sweep", "-t", "rpi4", "--per-layer"], "--per-layer profiles on this machine"),
     (["sweep", "-t", "rpi4"], "target rpi4 runs on aarch64, not on this machine"),
     (["sweep", "--key", "k"], "--key names a board at a tracker"),
+    (["sweep", "--rpc", "127.0.0.1:9"], "cannot reach the RPC server at 127.0.0.1:9"),
     # profile
     (["profile", "-v", "pruned", "-t", "rpi4"], "profile runs on this machine"),
     (["profile", "-v", "nosuch"], "unknown variant 'nosuch'"),

@@ -386,12 +386,13 @@ def _check_args(preset, *, trials, rounds, repeat, per_round, per_layer, route: 
     if per_layer and preset.is_cross:
         raise TvmflowError(f"--per-layer profiles on this machine; target {preset.name} is for "
                            f"{preset.cpu_triple}", hint="use it with --target host")
-    from tvmflow.runtime.session import resolve_route
+    from tvmflow.runtime.session import preflight, resolve_route
     r = resolve_route(via=route.get("via"), rpc=route.get("rpc"), tracker=route.get("tracker"),
                       key=route.get("key"), default_key=preset.rpc_key)
     if r.mode in ("local", "local-rpc") and preset.is_cross:
         raise TvmflowError(f"target {preset.name} runs on {preset.cpu_triple.split('-')[0]}, not on "
                            "this machine", hint="give the board: --tracker HOST:PORT --key K or --rpc HOST:PORT")
+    preflight(r, target=preset.name)     # an unreachable board fails before tuning or compiling
 
 
 def _put_on_model_path(directory: Path) -> None:
