@@ -168,6 +168,7 @@ LIBRARY = [
     (["bench", "-v", "nosuch", "-o", "{dir}/report"], "unknown variant 'nosuch'"),
     (["bench", "-t", "nosuch"], "unknown target 'nosuch'"),
     (["bench", "-v", ","], "no variant given"),
+    (["bench", "--boards", "2"], "--boards needs a tracker"),
     (["bench", "--rpc", "127.0.0.1:9"], "cannot reach the RPC server at 127.0.0.1:9"),
     (["bench", "--tracker", "127.0.0.1:9", "--key", "k"], "cannot reach the RPC tracker at 127.0.0.1:9"),
     (["compare", "--per-layer", "pruned"], "--per-layer takes two variants"),
