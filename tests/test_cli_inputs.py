@@ -148,6 +148,8 @@ LIBRARY = [
     (["tune", "-v", "pruned", "--dry-run", "--tracker", "127.0.0.1:9", "--key", "k"],
      "--dry-run measures nothing; it takes no --tracker"),
     (["tune", "-v", "pruned", "--dry-run", "--adapt"], "--adapt re-measures records here"),
+    (["tune", "-v", "pruned", "--tracker", "127.0.0.1:9", "--key", "k"],
+     "cannot reach the RPC tracker at 127.0.0.1:9"),
     (["tune", "-v", "pruned", "-t", "rpi4"], "cannot tune for rpi4"),
     (["tune", "-v", "pruned", "--adapt", "nosuchcpu"], "--adapt nosuchcpu: no set of pruned"),
     (["tune", "-v", "nosuch"], "unknown variant 'nosuch'"),

@@ -209,6 +209,9 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
         raise TvmflowError("--rpc-workers counts boards at a tracker; give --tracker HOST:PORT")
     if adapt and dry_run:
         raise TvmflowError("--adapt re-measures records here; --dry-run measures nothing")
+    if rpc is not None:
+        from tvmflow.adapter import rpc as ad_rpc
+        ad_rpc.count_servers(*rpc, timeout=10)  # an unreachable tracker fails before any build
     if rpc is not None and rpc_workers is None:
         rpc_workers = boards_under_key(*rpc)
     from tvmflow.spec.registry import get_spec
