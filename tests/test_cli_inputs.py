@@ -7,6 +7,11 @@ paths made per test: ``{missing}`` (does not exist), ``{dir}`` (a directory), ``
 file of junk), ``{empty_pth}`` (an empty checkpoint), ``{unwritable}`` (a path no one can
 create).  A few rows run as a subprocess (``python -m tvmflow``) for the whole way out.
 
+A click usage error prints ``Usage: ...`` and ``Try '... -h' for help.`` above its one
+``Error:`` line; that is kept (the usage line helps), so the check is: exactly one line starts
+with ``Error:``, it is the last line, and it holds the fragment.  Every row runs with the model
+import replaced by a failure, so a bad input that gets through fails fast instead of compiling.
+
 Rows are grouped by what decides them: ``STATIC`` rows are click types (nothing is loaded),
 ``LIBRARY`` rows are TvmflowErrors of the library functions (a preset or variant is loaded,
 TVM imported, nothing compiled or measured).
