@@ -121,6 +121,14 @@ STATIC = [
     (["profile", "-v", "pruned", "--threads", "0"], "'--threads': 0 is not in the range x>=1"),
     (["profile", "-v", "pruned", "-o", "{dir}"], "is a directory"),
     (["profile", "-v", "pruned", "--against", "pruned"], "--against names the variant itself"),
+    # outputs that cannot be written: refused before the work
+    (["bench", "-o", "{unwritable}/report"], "cannot write into '/proc'"),
+    (["compare", "-o", "{file}/report"], "junk.so' is not a directory"),
+    (["sweep", "-o", "{unwritable}"], "cannot write into '/proc'"),
+    (["sweep", "--models-dir", "{unwritable}/models"], "cannot write into '/proc'"),
+    (["profile", "-v", "pruned", "-o", "{unwritable}/p.json"], "cannot write into '/proc'"),
+    (["run", "-m", "{file}", "-o", "{unwritable}/out.npy"], "cannot write into '/proc'"),
+    (["prune", "{file}", "--ratio", "0.5", "-o", "{unwritable}/models"], "cannot write into '/proc'"),
 ]
 
 # (argv, fragment): TvmflowErrors of the library functions, before any compile or measurement
@@ -294,13 +302,16 @@ def test_bad_thread_count_in_the_environment(paths, capsys, monkeypatch):
                         paths, capsys)
 
 
-def test_prune_into_a_directory_that_cannot_be_made(paths, capsys, tmp_path):
-    """The output directory is made before the pruning, and failing to is one line."""
+def test_prune_into_a_directory_that_cannot_be_made(paths, tmp_path):
+    """The Python API too: prune makes its output directory before the pruning, and failing
+    to is a TvmflowError (it was an OSError after the work)."""
     import torch
+    from tvmflow.errors import TvmflowError
+    from tvmflow.spec.prune import prune
     from tvmflow.spec.registry import create_model
     torch.save(create_model("original", pretrained=False).state_dict(), tmp_path / "orig.pth")
-    _one_error_line(["prune", str(tmp_path / "orig.pth"), "--ratio", "0.5", "-o",
-                     "{unwritable}/models"], "cannot create output directory", paths, capsys)
+    with pytest.raises(TvmflowError, match="cannot create output directory /proc/"):
+        prune(tmp_path / "orig.pth", 0.5, out_dir=paths["unwritable"] + "/models")
 
 
 def test_sweep_refuses_before_writing(paths, capsys):

@@ -10,6 +10,9 @@ choices come from the library's own constants, never a copy.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import click
 
@@ -55,12 +58,35 @@ CONV_RULE = click.Choice(CONV_RULES)
 FRONTEND = click.Choice([*FRONTENDS, "both"])
 VIA = click.Choice(VIAS)
 
+
+
+class OutPath(click.Path):
+    """A path tvmflow will write: the nearest existing directory at or above it must take a
+    new entry (probed with a temporary directory, removed at once), so that an impossible
+    ``-o`` fails before the work rather than after it."""
+
+    def convert(self, value, param, ctx):
+        path = super().convert(value, param, ctx)
+        where = Path(os.fsdecode(path)).expanduser().absolute()
+        if not (self.file_okay is False and where.is_dir()):
+            where = where.parent
+        while not where.exists():
+            where = where.parent
+        if not where.is_dir():
+            self.fail(f"{str(where)!r} is not a directory.", param, ctx)
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".tvmflow-probe-", dir=where))
+        except OSError as exc:
+            self.fail(f"cannot write into {str(where)!r}: {exc.strerror or exc}.", param, ctx)
+        return path
+
+
 #: an existing file to read
 IN_FILE = click.Path(exists=True, dir_okay=False)
 #: a file to write (a directory there is refused)
-OUT_FILE = click.Path(dir_okay=False)
+OUT_FILE = OutPath(dir_okay=False)
 #: a directory to write into (a file there is refused)
-OUT_DIR = click.Path(file_okay=False)
+OUT_DIR = OutPath(file_okay=False)
 
 
 def threads_option(help_text: str):
