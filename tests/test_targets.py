@@ -112,11 +112,16 @@ def test_unknown_target_suggests_close_names(run_cli):
 
 
 def test_malformed_preset_file(tmp_path, run_cli):
+    """A malformed preset is an error for a command that uses it, a warning for the listing."""
     (tmp_path / "broken.toml").write_text('name = "broken"\ndevice = "cpu\n')
-    res = run_with(run_cli, "targets", env={"TVMFLOW_TARGET_PATH": str(tmp_path)})
+    res = run_with(run_cli, "compile", "-t", "broken", "-v", "original",
+                   env={"TVMFLOW_TARGET_PATH": str(tmp_path)})
     assert res.returncode == 2
     assert "malformed target preset" in res.stderr and "broken.toml" in res.stderr
     assert "Traceback" not in res.stderr
+    res = run_with(run_cli, "targets", env={"TVMFLOW_TARGET_PATH": str(tmp_path)})
+    assert res.returncode == 0 and "rpi4" in res.stdout
+    assert "Warning: malformed target preset" in res.stderr and "broken.toml" in res.stderr
 
 
 def test_preset_missing_field(tmp_path, run_cli):

@@ -41,3 +41,11 @@ def make_target(target: dict[str, Any], host: dict[str, Any] | None = None):
         return tvm.target.Target(dict(target))
     except Exception as exc:  # TVM raises its own error types (tvm.error.TVMError, ValueError)
         raise TvmflowError(f"TVM rejects target {target}: {str(exc).strip().splitlines()[-1]}") from None
+
+
+def cpu_names(mtriple: str | None = None) -> list[str]:
+    """Every CPU name LLVM knows for ``mtriple`` (x86-64 by default)."""
+    import tvm
+    from tvm.target import codegen
+    target = tvm.target.Target({"kind": "llvm", "mtriple": mtriple or "x86_64-linux-gnu"})
+    return [str(name) for name in codegen.llvm_get_cpu_archlist(target)]

@@ -3,13 +3,14 @@
 import click
 
 from tvmflow.cli import cli
+from tvmflow.cli.options import IN_FILE, OUT_FILE, seed_option, threads_option
 
 
 @cli.command("compile")
 @click.option("--target", "-t", required=True, help="Target preset (tvmflow targets).")
 @click.option("--variant", "-v", required=True, help="Variant name (tvmflow models).")
 @click.option("--output", "-o", default=None, help="Output .so path or directory [artifacts/<target>/<variant>.so].")
-@click.option("--seed", default=0, show_default=True, help="Seed of the random weights and example input.")
+@seed_option("Seed of the random weights and example input.")
 @click.option("--no-schedules", is_flag=True, help="Ignore tuned schedules; default schedules only.")
 @click.option("--force", is_flag=True, help="Recompile even when the module is up to date.")
 @click.option("--cuda-graph", is_flag=True,
@@ -48,11 +49,12 @@ def compile_cmd(target: str, variant: str, output, seed: int, no_schedules: bool
 
 
 @cli.command("run")
-@click.option("--module", "-m", "module", required=True, help="A .so written by tvmflow compile.")
-@click.option("--input", "-i", "input_path", default=None, help="Input .npy [the seeded example input].")
-@click.option("--output", "-o", default=None, help="Save the output as .npy.")
-@click.option("--threads", type=int, default=None,
-              help="TVM threads [default: $TVM_NUM_THREADS, else the target's num-cores].")
+@click.option("--module", "-m", "module", type=IN_FILE, required=True,
+              help="A .so written by tvmflow compile.")
+@click.option("--input", "-i", "input_path", type=IN_FILE, default=None,
+              help="Input .npy [the seeded example input].")
+@click.option("--output", "-o", type=OUT_FILE, default=None, help="Save the output as .npy.")
+@threads_option("TVM threads [default: $TVM_NUM_THREADS, else the target's num-cores].")
 def run_cmd(module: str, input_path, output, threads) -> None:
     """Run a compiled module once on this machine (refused when its target does not match)."""
     from tvmflow.runtime.run import run

@@ -3,17 +3,18 @@
 import click
 
 from tvmflow.cli import cli
+from tvmflow.cli.options import FRACTION, IN_FILE, OUT_DIR, POSITIVE
 
 
 @cli.command("prune")
-@click.argument("checkpoint")
-@click.option("--ratio", type=float, required=True, help="Fraction of BN channels to prune, in (0, 1).")
-@click.option("--align", type=int, default=None, help="Round kept channels to multiples of N.")
+@click.argument("checkpoint", type=IN_FILE)
+@click.option("--ratio", type=FRACTION, required=True, help="Fraction of BN channels to prune, in (0, 1).")
+@click.option("--align", type=POSITIVE, default=None, help="Round kept channels to multiples of N.")
 @click.option("--name", default=None, help="Name of the new variant [default: <base>-slim<R>[-a<N>]].")
 @click.option("--base", default="original", show_default=True,
               help="Variant the checkpoint belongs to (its cfg if the checkpoint has none).")
-@click.option("-o", "--out-dir", type=click.Path(file_okay=False), default=None,
-              help="Directory for <name>.toml and <name>.pth [default: the repo's models/].")
+@click.option("-o", "--out-dir", type=OUT_DIR, default=None,
+              help="Directory for <name>.toml and <name>.pth [default: the workspace's models/].")
 @click.option("--force", is_flag=True, help="Replace existing output files.")
 def prune_cmd(checkpoint, ratio, align, name, base, out_dir, force) -> None:
     """Prune CHECKPOINT by network slimming and register the result as a variant."""

@@ -5,6 +5,8 @@ import json
 import click
 
 from tvmflow.cli import cli
+from tvmflow.cli.options import (COUNT, OUT_DIR, OUT_FILE, POSITIVE, POSITIVE_FLOAT, VIA,
+                                 seed_option, threads_option)
 
 
 def _step(quiet: bool):
@@ -16,17 +18,24 @@ def _step(quiet: bool):
 @click.option("--target", "-t", default="host", show_default=True, help="Target preset.")
 @click.option("--variant", "-v", required=True, help="Variant to profile.")
 @click.option("--against", default=None, help="Second variant: a side-by-side per-layer table.")
-@click.option("--rounds", default=20, show_default=True, help="Interleaved timing rounds.")
-@click.option("--min-ms", default=2.0, show_default=True, help="Minimum length of one sample (ms).")
+@click.option("--rounds", type=POSITIVE, default=20, show_default=True, help="Interleaved timing rounds.")
+@click.option("--min-ms", type=POSITIVE_FLOAT, default=2.0, show_default=True,
+              help="Minimum length of one sample (ms).")
 @click.option("--untuned", is_flag=True, help="Use TVM's default schedules even if tuned ones exist.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the random weights and input.")
-@click.option("--threads", type=int, default=None,
-              help="TVM threads (and the baselines') [default: $TVM_NUM_THREADS, else the target's num-cores].")
+@seed_option("Seed of the random weights and input.")
+@threads_option("TVM threads (and the baselines') [default: $TVM_NUM_THREADS, else the target's "
+                "num-cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Also write JSON here.")
+@click.option("-o", "--output", type=OUT_FILE, default=None, help="Also write JSON here.")
 def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, threads, as_json,
                 output) -> None:
     """Latency of each fused operator of the compiled module, per network layer."""
+    if against == variant:
+        raise click.UsageError(f"--against names the variant itself ({variant}); give another "
+                               "variant to compare with")
+    from tvmflow.spec.registry import get_spec
+    for name in filter(None, (variant, against)):
+        get_spec(name)     # both names checked (with suggestions) before anything compiles
     from tvmflow.measure.profile import compare_profiles, profile, write_json
     from tvmflow.ui import console, print_table
     kw = dict(rounds=rounds, min_ms=min_ms, seed=seed, tuned=not untuned, threads=threads,
@@ -53,28 +62,31 @@ def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, threads
               help="Pruned variant, or a pruned checkpoint file ({'cfg','state_dict'}).")
 @click.option("--align", "aligns", default="1,2,4,8,16,32", show_default=True, help="Alignments N.")
 @click.option("--target", "-t", default="host", show_default=True, help="Target preset.")
-@click.option("--trials", type=int, default=None,
+@click.option("--trials", type=COUNT, default=None,
               help="Tune each variant with N trials first; 0: TVM's default schedules "
                    "[default: the tuned schedules that exist].")
-@click.option("--per-round", type=int, default=None,
+@click.option("--per-round", type=POSITIVE, default=None,
               help="Tuning candidates per round (with --trials) [default: the tuner's].")
 @click.option("--base", default=None, help="Unpruned variant that caps the widths [default: the source's base].")
 @click.option("--name", default=None, help="Variant name for a --from checkpoint [default: its file stem].")
-@click.option("--models-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--models-dir", type=OUT_DIR, default=None,
               help="Where new variant files go [default: first TVMFLOW_MODEL_PATH dir, else models/].")
-@click.option("--rounds", default=20, show_default=True, help="Interleaved timing rounds.")
-@click.option("--repeat", default=10, show_default=True, help="Single-run samples per variant per round.")
-@click.option("-o", "--out-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--rounds", type=POSITIVE, default=20, show_default=True,
+              help="Interleaved timing rounds.")
+@click.option("--repeat", type=POSITIVE, default=10, show_default=True,
+              help="Single-run samples per variant per round.")
+@click.option("-o", "--out-dir", type=OUT_DIR, default=None,
               help="Directory for sweep.json/.csv/.png [default: reports/sweep-<target>-<source>/].")
-@click.option("--via", type=click.Choice(["local", "rpc"]), default=None,
+@click.option("--via", type=VIA, default=None,
               help="Run in this process, or through a loopback RPC server started here.")
 @click.option("--rpc", default=None, help="RPC server HOST:PORT of the device.")
 @click.option("--tracker", default=None, help="RPC tracker HOST:PORT (with --key).")
-@click.option("--key", default=None, help="Device key at the tracker [default: the preset's].")
+@click.option("--key", default=None, help="Device key at the tracker, with --tracker [default: "
+                                          "the preset's].")
 @click.option("--per-layer", is_flag=True,
               help="Also profile the variants layer by layer, side by side (this machine only).")
-@click.option("--threads", type=int, default=None,
-              help="TVM threads (and the baselines') [default: $TVM_NUM_THREADS, else the target's num-cores].")
+@threads_option("TVM threads (and the baselines') [default: $TVM_NUM_THREADS, else the target's "
+                "num-cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def sweep_cmd(source, aligns, target, trials, per_round, base, name, models_dir, rounds, repeat, out_dir,
               via, rpc, tracker, key, per_layer, threads, as_json) -> None:

@@ -12,8 +12,10 @@ from tvmflow.cli import cli
 def targets_cmd(as_json: bool) -> None:
     """List target presets (targets/*.toml; directories in TVMFLOW_TARGET_PATH come first)."""
     from tvmflow.target.presets import list_presets, toolchain_status
-    from tvmflow.ui import print_table
-    presets = [(p, toolchain_status(p)) for p in list_presets()]
+    from tvmflow.ui import err_console, print_table
+    presets = [(p, toolchain_status(p)) for p in list_presets(
+        on_error=lambda exc: err_console.print(f"Warning: {exc} (left out)", highlight=False,
+                                               markup=False, soft_wrap=True))]
     if as_json:
         click.echo(json.dumps([{**p.to_json(), "toolchain": t} for p, t in presets], indent=2))
         return

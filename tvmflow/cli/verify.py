@@ -5,20 +5,19 @@ import json
 import click
 
 from tvmflow.cli import cli
+from tvmflow.cli.options import FRONTEND, NON_NEGATIVE, layout_options, seed_option, threads_option
 
 
 @cli.command("verify")
 @click.option("--variant", "-v", default="all", show_default=True, help="Variant name, comma list or 'all'.")
-@click.option("--frontend", type=click.Choice(["torch", "onnx", "both"]), default="both", show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Seed of the weights, BN statistics and input.")
-@click.option("--tolerance", default=1e-4, show_default=True, type=float, help="Largest max abs error accepted.")
-@click.option("--threads", type=int, default=None,
-              help="TVM threads [default: $TVM_NUM_THREADS, else this machine's cores].")
-@click.option("--layout", type=click.Choice(["NCHW", "NHWC", "NCHWc"]), default=None,
-              help="Conv layout of the build [default: the host's for each model: NCHWc "
-                   "where it runs blocked end to end, else NCHW].")
-@click.option("--conv-rule", type=click.Choice(["search", "fixed"]), default=None,
-              help="With --layout NCHWc: the blocked convs untuned, or on the fixed rule.")
+@click.option("--frontend", type=FRONTEND, default="both", show_default=True)
+@seed_option("Seed of the weights, BN statistics and input.")
+@click.option("--tolerance", default=1e-4, show_default=True, type=NON_NEGATIVE,
+              help="Largest max abs error accepted.")
+@threads_option("TVM threads [default: $TVM_NUM_THREADS, else this machine's cores].")
+@layout_options("Conv layout of the build [default: the host's for each model: NCHWc "
+                "where it runs blocked end to end, else NCHW].",
+                "With --layout NCHWc: the blocked convs untuned, or on the fixed rule.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify_cmd(variant: str, frontend: str, seed: int, tolerance: float, threads,
                as_json: bool, layout=None, conv_rule=None) -> None:

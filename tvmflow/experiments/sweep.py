@@ -118,6 +118,9 @@ def _source_spec(source: str | Path, base: str | None, name: str | None) -> tupl
     path = Path(text)
     looks_like_file = path.suffix in (".pth", ".pt", ".tar") or path.is_file()
     if not looks_like_file:
+        if name is not None:
+            raise TvmflowError(f"--name names the variant made from a --from checkpoint; "
+                               f"{text!r} is a variant already")
         return get_spec(text), False
     if not path.is_file():
         raise TvmflowError(f"checkpoint {path} does not exist")
@@ -331,11 +334,8 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     preset = _preset(target)
     from tvmflow.threads import resolve
     threads = resolve(preset, threads)
-    if trials is not None and trials < 0:
-        raise TvmflowError(f"--trials must be 0 or more, got {trials}")
-    if rounds < 1 or repeat < 1 or rounds * repeat < 3:
-        raise TvmflowError(f"need at least 3 samples per variant (--rounds x --repeat), got "
-                           f"{rounds} x {repeat}")
+    _check_args(preset, trials=trials, rounds=rounds, repeat=repeat, per_round=per_round,
+                per_layer=per_layer, route=route or {})
     plan = plan_sweep(source, aligns, base=base, name=name, models_dir=models_dir)
     _put_on_model_path(plan.models_dir)
     if trials:
@@ -374,6 +374,27 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     return result
 
 
+def _check_args(preset, *, trials, rounds, repeat, per_round, per_layer, route: dict) -> None:
+    """Refuse what sweep would ignore or fail on late (after tuning): before any work."""
+    if trials is not None and trials < 0:
+        raise TvmflowError(f"--trials must be 0 or more, got {trials}")
+    if rounds < 1 or repeat < 1 or rounds * repeat < 3:
+        raise TvmflowError(f"need at least 3 samples per variant (--rounds x --repeat), got "
+                           f"{rounds} x {repeat}")
+    if per_round is not None and not trials:
+        raise TvmflowError("--per-round is the tuner's; it needs --trials N (N > 0)")
+    if per_layer and preset.is_cross:
+        raise TvmflowError(f"--per-layer profiles on this machine; target {preset.name} is for "
+                           f"{preset.cpu_triple}", hint="use it with --target host")
+    from tvmflow.runtime.session import preflight, resolve_route
+    r = resolve_route(via=route.get("via"), rpc=route.get("rpc"), tracker=route.get("tracker"),
+                      key=route.get("key"), default_key=preset.rpc_key)
+    if r.mode in ("local", "local-rpc") and preset.is_cross:
+        raise TvmflowError(f"target {preset.name} runs on {preset.cpu_triple.split('-')[0]}, not on "
+                           "this machine", hint="give the board: --tracker HOST:PORT --key K or --rpc HOST:PORT")
+    preflight(r, target=preset.name)     # an unreachable board fails before tuning or compiling
+
+
 def _put_on_model_path(directory: Path) -> None:
     """Make variants written to ``directory`` visible to the registry in this process."""
     import os
@@ -402,9 +423,6 @@ def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: i
     via_default = "local"
     r = resolve_route(via=route.get("via"), rpc=route.get("rpc"), tracker=route.get("tracker"),
                       key=route.get("key"), default_key=preset.rpc_key, default_via=via_default)
-    if r.mode in ("local", "local-rpc") and preset.is_cross:
-        raise TvmflowError(f"target {preset.name} runs on {preset.cpu_triple.split('-')[0]}, not on "
-                           "this machine", hint="give the board: --tracker HOST:PORT --key K or --rpc HOST:PORT")
     if tuned:
         modules = [ensure_module(v.name, preset.name, seed=seed, say=say) for v in plan.unique()]
     else:

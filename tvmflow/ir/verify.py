@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -49,13 +50,26 @@ def verify(variants="all", frontends=("torch", "onnx"), *, seed: int = 0,
     NCHWc's blocked convs the fixed schedule of ``adapter.conv_rule``.  ``threads``: TVM's thread count here
     (default ``TVM_NUM_THREADS``, else the host's cores).
     """
+    check_options(tolerance, layout, conv_rule)
+    names = resolve_variants(variants)   # unknown names fail first, with suggestions
     from tvmflow.target.presets import get_target
     from tvmflow.threads import resolve, scoped
     host = get_target("host")
     n = resolve(host, threads)
     with scoped(n):
-        return _verify(variants, frontends, host, seed=seed, tolerance=tolerance, threads=n,
+        return _verify(names, frontends, host, seed=seed, tolerance=tolerance, threads=n,
                        layout=layout, conv_rule=conv_rule, on_row=on_row)
+
+
+def check_options(tolerance: float, layout: str | None, conv_rule: str | None) -> None:
+    """Refuse a tolerance that is no bound (negative, nan, inf: every row would fail, or none)
+    and a conv rule without the layout it applies to."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) \
+            or not math.isfinite(tolerance) or tolerance < 0:
+        raise TvmflowError(f"--tolerance must be a finite number >= 0, got {tolerance!r}")
+    if conv_rule is not None and layout != "NCHWc":
+        raise TvmflowError(f"--conv-rule needs --layout NCHWc"
+                           + (f", not {layout}" if layout else ""))
 
 
 def _verify(variants, frontends, host, *, seed: int, tolerance: float, threads: int,
@@ -68,7 +82,7 @@ def _verify(variants, frontends, host, *, seed: int, tolerance: float, threads: 
     measured = local_threads(threads)
     rows = []
     labels: list[str] = []
-    for name in resolve_variants(variants):
+    for name in variants:
         for fe in frontends:
             model = import_model(name, frontend=fe, seed=seed)
             options = pipeline.options_for(target, layout, conv_rule=conv_rule, mod=model.mod)

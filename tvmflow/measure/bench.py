@@ -655,6 +655,7 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
     # an unreachable board, or one of another architecture, fails before the compile
     from tvmflow.adapter.runtime import triple_arch
     preflight(route, opts.timeout, arch=triple_arch(preset.cpu_triple), target=preset.name)
+    _check_boards(opts, route, command, len(names))     # --boards too, before the compile
     modules = [ensure_module(v, preset.name, seed=seed, say=say, cuda_graph=cuda_graph)
                for v in names]
     return run(preset.name, modules, route, command=command, options=options, out_dir=out_dir,

@@ -58,6 +58,9 @@ def resolve_route(*, via: str | None = None, rpc: str | None = None, tracker: st
     if (rpc or tracker) and via == "local":
         raise TvmflowError("--via local runs in this process; it cannot be combined with "
                            "--rpc or --tracker")
+    if key and not tracker and (rpc or via is not None or not env.get(ENV_HOST)):
+        raise TvmflowError("--key names a board at a tracker; give --tracker HOST:PORT "
+                           "(or TVM_TRACKER_HOST)")
     from tvmflow.adapter.rpc import parse_hostport
     if rpc:
         host, port = parse_hostport(rpc, what="RPC server address")

@@ -256,6 +256,12 @@ def prune(checkpoint: str | Path, ratio: float, align: int | None = None, name: 
             raise TvmflowError(f"variant {name!r} already exists ({existing})",
                                hint="pass --force to shadow it or choose another --name")
 
+    try:  # an output directory that cannot be made fails before the work, not after it
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TvmflowError(f"cannot create output directory {out_dir}: "
+                           f"{exc.strerror or exc}") from None
+
     import torch  # only now: the checks above answer without loading torch
     from tvmflow.spec.nin import BN_KEYS, NIN, load_checkpoint_file, load_state
 
@@ -288,7 +294,6 @@ def prune(checkpoint: str | Path, ratio: float, align: int | None = None, name: 
                                  source=str(toml_path))
     load_state(NIN(new_spec), new_state, f"pruned {name}")  # self-check of the copy
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"cfg": channels, "state_dict": new_state}, ckpt_path)
     toml_path.write_text(_variant_text(name, description, base, channels, ckpt_path.name,
                                        prune_table))

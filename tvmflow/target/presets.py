@@ -16,7 +16,7 @@ import platform
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tvmflow.errors import TvmflowError
 from tvmflow.workspace import search_dirs
@@ -196,6 +196,8 @@ def load_preset(path: Path) -> TargetPreset:
     if host is not None:
         host, host_detected = _detect(host)
         detected.update({f"host.{k}": v for k, v in host_detected.items()})
+    for part, label in ((target, "target"), (host, "host")):
+        _check_mcpu(part, f"{where}: {label}")
     arch_env = data.get("arch_env")
     arch_where = where
     if arch_env and os.environ.get(arch_env):
@@ -216,6 +218,21 @@ def load_preset(path: Path) -> TargetPreset:
                         detected=detected, source=str(path))
 
 
+def _check_mcpu(part: dict[str, Any] | None, where: str) -> None:
+    """An llvm target's ``mcpu`` must be a CPU LLVM knows for its triple: LLVM would otherwise
+    warn once and build generic code, and the tuning logs would be filed under a made-up CPU."""
+    if not part or part.get("kind") != "llvm" or part.get("mcpu") is None:
+        return
+    from tvmflow.adapter.target import cpu_names, is_valid_cpu
+    mcpu, triple = part["mcpu"], part.get("mtriple")
+    if isinstance(mcpu, str) and is_valid_cpu(mcpu, triple):
+        return
+    close = difflib.get_close_matches(str(mcpu), cpu_names(triple), n=5, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise TvmflowError(f"{where}: LLVM knows no CPU {mcpu!r} for "
+                       f"{triple or 'x86_64-linux-gnu'}{hint}")
+
+
 def _check_arch(arch: Any, where: str) -> None:
     import re
     if not isinstance(arch, str) or not re.fullmatch(r"sm_\d{2,3}[a-z]?", arch):
@@ -223,7 +240,11 @@ def _check_arch(arch: Any, where: str) -> None:
                            "e.g. sm_87 (Jetson Orin) or sm_90 (H100)")
 
 
-def get_target(name: str) -> TargetPreset:
+def get_target(name: str | TargetPreset) -> TargetPreset:
+    """The preset called ``name``; a preset already resolved is returned as it is (so a
+    library function may take either, and the CLI resolves a name once)."""
+    if isinstance(name, TargetPreset):
+        return name
     found = _scan()
     if name not in found:
         close = difflib.get_close_matches(name, list(found), n=3, cutoff=0.5)
@@ -232,9 +253,18 @@ def get_target(name: str) -> TargetPreset:
     return load_preset(found[name])
 
 
-def list_presets() -> list[TargetPreset]:
-    """Every preset, loaded (a malformed file is an error naming it)."""
-    return [load_preset(path) for path in _scan().values()]
+def list_presets(on_error: Callable[[TvmflowError], None] | None = None) -> list[TargetPreset]:
+    """Every preset, loaded.  A malformed file is an error naming it, or, with ``on_error``,
+    handed to it and left out (``tvmflow targets`` warns and lists the others)."""
+    presets = []
+    for path in _scan().values():
+        try:
+            presets.append(load_preset(path))
+        except TvmflowError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
+    return presets
 
 
 def cross_package(preset: TargetPreset) -> str:

@@ -96,6 +96,9 @@ def resolve_tracker(tracker: str | None, key: str | None) -> tuple[str, int, str
     if tracker is None and os.environ.get("TVM_TRACKER_HOST"):
         tracker = f"{os.environ['TVM_TRACKER_HOST']}:{os.environ.get('TVM_TRACKER_PORT', '9190')}"
     if tracker is None:
+        if key:
+            raise TvmflowError("--key names a board at a tracker; give --tracker HOST:PORT "
+                               "(or TVM_TRACKER_HOST)")
         return None
     host, sep, port = tracker.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -202,6 +205,13 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
         raise TvmflowError(f"--workers must be at least 1, got {workers}")
     if rpc_workers is not None and rpc_workers < 1:
         raise TvmflowError(f"--rpc-workers must be at least 1, got {rpc_workers}")
+    if rpc_workers is not None and rpc is None:
+        raise TvmflowError("--rpc-workers counts boards at a tracker; give --tracker HOST:PORT")
+    if adapt and dry_run:
+        raise TvmflowError("--adapt re-measures records here; --dry-run measures nothing")
+    if rpc is not None:
+        from tvmflow.adapter import rpc as ad_rpc
+        ad_rpc.count_servers(*rpc, timeout=10)  # an unreachable tracker fails before any build
     if rpc is not None and rpc_workers is None:
         rpc_workers = boards_under_key(*rpc)
     from tvmflow.spec.registry import get_spec
@@ -608,10 +618,11 @@ def tune_variants(variants: list[str], target: str, *, quiet: bool = False, **kw
     """Tune several variants in turn, with a progress bar and a per-task table each."""
     from tvmflow.ui import console
     results = []
+    name = getattr(target, "name", target)  # a preset or its name
     for v in variants:
         bar = None if quiet else TuneProgress()
         try:
-            res = tune(v, target, on_start=(bar and (lambda info, v=v: bar.start(info, f"{target}/{v}"))),
+            res = tune(v, target, on_start=(bar and (lambda info, v=v: bar.start(info, f"{name}/{v}"))),
                        on_batch=(bar and bar.batch),
                        on_adapt=(None if quiet else
                                  lambda info: console.print(adapt_message(info), highlight=False)),
@@ -629,7 +640,7 @@ def tune_variants(variants: list[str], target: str, *, quiet: bool = False, **kw
         if not quiet:
             print_task_table(res)
             if res.skipped:
-                console.print(f"{target}/{v}: {res.trials_total} trials already done "
+                console.print(f"{name}/{v}: {res.trials_total} trials already done "
                               f"(budget {kw.get('trials')}); raise --trials to tune more")
     return results
 
