@@ -135,6 +135,8 @@ def check_sidecar(pkg, target, variant):
     assert side["input"] == {"name": side["input"]["name"], "shape": [1, 3, 32, 32],
                              "dtype": "float32", "seed": 0}
     assert set(side["versions"]) >= {"tvmflow", "tvm", "torch"}
+    assert side["format"] == 2 and side["build"]["reproducible"] is True
+    assert "g++" in side["build"]["linker"] and side["build"]["linker_version"]
     assert side["schedules"] is None
     cov = side["coverage"]
     assert cov["tasks"] > 0 and cov["tuned"] == 0 and cov["default"] == cov["tasks"]
@@ -198,7 +200,8 @@ def test_run_input_errors(host_pkgs, run_cli, tmp_path):
 
 
 def test_package_load_detects_tampering(host_pkgs, tmp_path):
-    from tvmflow.artifact.package import Package, stale_reason
+    from tvmflow.artifact.compile import stale_reason
+    from tvmflow.artifact.package import Package
     src = host_pkgs["grouped"]
     assert stale_reason(src.path) is None
     copy = tmp_path / "g.so"

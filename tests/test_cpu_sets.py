@@ -25,8 +25,9 @@ from tvmflow.tuning import schedules as S
 from tvmflow.target.cpus import Candidate, cpu_traits, isa_from_flags, rank, rank_key, why_near
 from tvmflow.errors import TvmflowError
 from tvmflow.target.presets import _cpu_flags, get_target
+from tvmflow.workspace import shipped_dir
 
-SHIPPED = S.SCHEDULES_DIR / "host" / "emeraldrapids"
+SHIPPED = shipped_dir("schedules") / "host" / "emeraldrapids"
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +71,7 @@ def test_fixed_and_cuda_cpu_keys(monkeypatch, tmp_path):
 def test_shipped_host_logs_sit_in_the_set_of_the_cpu_they_were_tuned_on():
     """Each shipped host log is in the directory of the CPU its meta.json says it was tuned
     on (the emeraldrapids sets, and the znver2 ones tuned at full parallelism)."""
-    rows = [r for r in S.list_schedules(S.SCHEDULES_DIR) if r["target"] == "host"]
+    rows = [r for r in S.list_schedules(shipped_dir("schedules")) if r["target"] == "host"]
     assert {"emeraldrapids", "znver2"} <= {r["cpu"] for r in rows}
     for r in rows:
         meta = S.read_meta(Path(r["path"]))
@@ -281,11 +282,12 @@ def test_compile_applies_the_nearest_set_and_says_so(tmp_path):
 
 def _pkg(mcpu: str):
     from tvmflow.artifact.package import Package
+    from tvmflow.artifact.sidecar import Sidecar
     side = {"variant": {"name": "pruned"}, "input": {"seed": 0, "shape": [1, 3, 32, 32],
                                                      "dtype": "float32"},
             "target": {"name": "host", "device": "cpu", "target": {"kind": "llvm", "mcpu": mcpu}},
             "module": {"sha256": "x"}}
-    return Package(Path("m.so"), side)
+    return Package(Path("m.so"), Sidecar.from_json(side))
 
 
 def test_run_refuses_a_module_for_a_cpu_with_extensions_this_one_lacks():
