@@ -132,9 +132,13 @@ def test_write_atomic_and_its_guards(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("died")
     assert f.read_bytes() == b"one" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
-    with pytest.raises(TvmflowError, match="shipped with tvmflow, which is read-only"):
-        write_atomic(shipped_dir("models") / "evil.toml", b"x")
-    assert not (shipped_dir("models") / "evil.toml").exists()
+    evil = shipped_dir("models") / "evil.toml"
+    try:
+        with pytest.raises(TvmflowError, match="shipped with tvmflow, which is read-only"):
+            write_atomic(evil, b"x")
+        assert not evil.exists()
+    finally:
+        evil.unlink(missing_ok=True)        # when the guard is broken, leave the checkout clean
     with pytest.raises(TvmflowError, match=r"a.txt already exists and they differ; not overwriting"):
         check_overwrite(f, ours=False, force=False, why="they differ")
     check_overwrite(f, ours=True, force=False)
@@ -181,6 +185,7 @@ def test_compile_refuses_to_overwrite_what_tvmflow_did_not_write(run_cli, tmp_pa
                   shipped_dir("models") / "x.so")
     assert res.returncode == 2 and "read-only" in res.stderr
     assert not (shipped_dir("models") / "x.so").exists()
+    assert not (shipped_dir("models") / "x.json").exists()
 
 
 def test_run_refuses_to_overwrite_an_existing_output(run_cli, tmp_path):
