@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tvmflow.artifact.package import Package, owned_by_tvmflow, sidecar_path, tvmflow_version
-from tvmflow.artifact.sidecar import (SIDECAR_FORMAT, BuildPart, CoveragePart, CudaPart, InputPart, ModulePart,
-                                      SchedulesPart, Sidecar, TargetPart, VariantPart,
-                                      VersionsPart, WeightsPart, jsonable)
+from tvmflow.artifact.sidecar import (SIDECAR_FORMAT, BuildPart, CoveragePart, CudaPart,
+                                      InputPart, ModulePart, SchedulesPart, Sidecar, TargetPart,
+                                      VariantPart, VersionsPart, WeightsPart, jsonable)
 from tvmflow.errors import TvmflowError
 from tvmflow.files import atomic_path, check_overwrite, sha256_file
 from tvmflow.target.presets import TargetPreset, find_cross_compiler, get_target

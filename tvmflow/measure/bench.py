@@ -35,7 +35,7 @@ import platform
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -109,7 +109,7 @@ class ModuleRef:
 # ---------------------------------------------------------------------------- modules
 
 
-def _trials(sidecar: dict[str, Any]) -> int | None:
+def _trials(sidecar) -> int | None:
     """Tuning trials behind the module's schedules: the schedules' meta.json, else the sidecar.
 
     None: the module has no tuned schedules (TVM's default schedules).
@@ -142,13 +142,13 @@ def _trials(sidecar: dict[str, Any]) -> int | None:
     return None
 
 
-def _schedule_set(sidecar: dict[str, Any]) -> dict[str, Any]:
+def _schedule_set(sidecar) -> dict[str, Any]:
     """Which CPU's schedule set the module was compiled with (the sidecar's record)."""
     sched = sidecar.schedules.to_json() if sidecar and sidecar.schedules else {}
     return {k: sched[k] for k in ("cpu", "running_on", "match", "pipeline") if k in sched}
 
 
-def _coverage(sidecar: dict[str, Any]) -> str | None:
+def _coverage(sidecar) -> str | None:
     cov = sidecar.coverage.to_json() if sidecar else {}
     if isinstance(cov.get("tasks"), int):
         fixed = len(cov.get("fixed") or [])
