@@ -185,7 +185,8 @@ def _export(executable, path: Path, preset: TargetPreset, cross: str | None,
             cuda = dict(cuda, embedded=images)
         module = ModulePart(sha256_file(tmp), file=path.name, bytes=os.path.getsize(tmp))
     linker = exported.get("linker")
-    # checked: no timestamp, temp path or random name ends up in the .so (tests/test_reproducible.py)
+    # no timestamp, temp path or random name ends up in the .so: the same inputs give the same
+    # bytes (tests/test_compile.py: test_same_inputs_..., test_cross_and_cuda_builds_...)
     built = BuildPart(linker=linker, linker_version=_linker_version(linker), reproducible=True)
     return module, built, (CudaPart.from_json(cuda) if cuda else None)
 
