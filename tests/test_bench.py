@@ -242,8 +242,12 @@ def test_emulated_board_is_recognised(monkeypatch):
 
 def test_module_ref_reads_trials_seed_and_arch_from_the_sidecar(tmp_path):
     from tvmflow.measure.bench import module_from_package
-    from tvmflow.artifact.package import Package
-    side = {"variant": {"name": "pruned"}, "input": {"seed": 3},
+    from tvmflow.artifact.package import Package as P
+    from tvmflow.artifact.sidecar import Sidecar
+
+    def Package(path, side):
+        return P(path, Sidecar.from_json(side))
+    side = {"variant": {"name": "pruned"}, "input": {"seed": 3, "shape": [1, 3, 32, 32]},
             "target": {"name": "rpi4", "device": "cpu",
                        "target": {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}},
             "weights": {"kind": "random", "seed": 3}, "module": {"sha256": "x"},

@@ -48,7 +48,9 @@ def models(env):
 def _compile_all(target, env, models, variants=VARIANTS):
     from tvmflow.artifact.compile import compile
     out = env / "out" / target
-    return {v: compile(v, target, out / f"{v}.so", seed=0, model=models[v]) for v in variants}
+    # default schedules (the shipped host sets are searched too: not these tests' subject)
+    return {v: compile(v, target, out / f"{v}.so", seed=0, model=models[v], schedules=False)
+            for v in variants}
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +137,8 @@ def check_sidecar(pkg, target, variant):
     assert side["input"] == {"name": side["input"]["name"], "shape": [1, 3, 32, 32],
                              "dtype": "float32", "seed": 0}
     assert set(side["versions"]) >= {"tvmflow", "tvm", "torch"}
+    assert side["format"] == 2 and side["build"]["reproducible"] is True
+    assert "g++" in side["build"]["linker"] and side["build"]["linker_version"]
     assert side["schedules"] is None
     cov = side["coverage"]
     assert cov["tasks"] > 0 and cov["tuned"] == 0 and cov["default"] == cov["tasks"]
@@ -198,9 +202,12 @@ def test_run_input_errors(host_pkgs, run_cli, tmp_path):
 
 
 def test_package_load_detects_tampering(host_pkgs, tmp_path):
-    from tvmflow.artifact.package import Package, stale_reason
+    from tvmflow.artifact.compile import stale_reason
+    from tvmflow.artifact.package import Package
     src = host_pkgs["grouped"]
-    assert stale_reason(src.path) is None
+    assert stale_reason(src.path, schedules_info=None) is None     # compiled without a log
+    assert "schedule database changed (compiled with none" in stale_reason(
+        src.path, schedules_info={"path": "/s", "sha256": "ab" * 32})
     copy = tmp_path / "g.so"
     shutil.copy(src.path, copy)
     shutil.copy(src.sidecar_path, copy.with_suffix(".json"))
@@ -366,3 +373,66 @@ def test_cubin_compatibility_rule():
     assert not cubin_runs_on("sm_90", "sm_86") and not cubin_runs_on("sm_87", "sm_86")
     assert not cubin_runs_on("sm_80", "sm_90")
     assert cubin_runs_on("sm_90a", "sm_90") and not cubin_runs_on("sm_90a", "sm_91")
+
+
+# ------------------------------------------------------------------ reproducible, nothing lost
+
+PORTABLE = """\
+name = "portable"
+description = "x86-64-v2: code any x86-64 machine of the last decade runs"
+device = "cpu"
+rpc_key = "portable"
+target = { kind = "llvm", mtriple = "x86_64-linux-gnu", mcpu = "x86-64-v2" }
+"""
+
+
+def test_same_inputs_give_the_same_module_and_nothing_is_overwritten(env, run_cli, tmp_path,
+                                                                     monkeypatch):
+    """Two compiles (two processes, two paths) of one variant, log and seed: the same .so
+    sha256.  The second goes over a user's files: refused, then replaced with --force;
+    tvmflow's own stale module is replaced without it.  run -o: an existing file is refused,
+    replaced with --force."""
+    from tvmflow.ir.frontend import import_model
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "portable.toml").write_text(PORTABLE)
+    monkeypatch.setenv("TVMFLOW_TARGET_PATH", str(tmp_path / "targets"))
+    a, b = tmp_path / "a" / "m.so", tmp_path / "b" / "other.so"
+    b.parent.mkdir()
+    b.write_bytes(b"\x7fELF the user's")
+    args = ("compile", "-t", "portable", "-v", "pruned-a8")
+    res = run_cli(*args, "-o", a)
+    assert res.returncode == 0, res.stderr
+    res = run_cli(*args, "-o", b)
+    assert res.returncode == 2 and "has no sidecar other.json" in res.stderr
+    assert b.read_bytes() == b"\x7fELF the user's"
+    res = run_cli(*args, "-o", b, "--force")
+    assert res.returncode == 0, res.stderr
+    assert sha256(a) == sha256(b)
+    side_a, side_b = (json.loads(p.with_suffix(".json").read_text()) for p in (a, b))
+    assert side_a["module"]["sha256"] == side_b["module"]["sha256"] == sha256(a)
+    assert side_a["build"]["reproducible"] is True and "why_not" not in side_a["build"]
+    # tvmflow's own module, stale (another seed): replaced, no --force needed
+    res = run_cli(*args, "-o", a, "--seed", "1")
+    assert res.returncode == 0 and "compiled with seed 0, asked for 1" in res.stdout, res.stderr
+    assert json.loads(a.with_suffix(".json").read_text())["input"]["seed"] == 1
+    # run -o over an existing file
+    out = tmp_path / "y.npy"
+    np.save(out, np.zeros(3))
+    res = run_cli("run", "--module", b, "-o", out)
+    assert res.returncode == 2 and "already exists; not overwriting it" in res.stderr
+    assert np.load(out).shape == (3,)
+    res = run_cli("run", "--module", b, "-o", out, "--force")
+    assert res.returncode == 0, res.stderr
+    model = import_model("pruned-a8", seed=0)
+    assert float(np.max(np.abs(np.load(out) - model.reference(model.example_input())))) <= 1e-4
+
+
+@pytest.mark.parametrize("fixture,target", [("rpi4_pkgs", "rpi4"), ("h100_pkgs", "h100")])
+def test_cross_and_cuda_builds_are_reproducible(request, fixture, target, run_cli, tmp_path):
+    """The module the fixture compiled in this process, and one compiled again by the CLI in
+    another process to another path (the cross linker; nvcc's cubin): the same bytes."""
+    pkg = request.getfixturevalue(fixture)["pruned-a8"]
+    again = tmp_path / "again.so"
+    res = run_cli("compile", "-t", target, "-v", "pruned-a8", "-o", again)
+    assert res.returncode == 0, res.stderr
+    assert sha256(again) == sha256(pkg.path) == pkg.sha256

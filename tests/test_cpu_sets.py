@@ -26,6 +26,7 @@ from tvmflow.workspace import shipped_dir
 from tvmflow.target.cpus import Candidate, cpu_traits, isa_from_flags, rank, rank_key, why_near
 from tvmflow.errors import TvmflowError
 from tvmflow.target.presets import _cpu_flags, get_target
+from tvmflow.workspace import shipped_dir
 
 SHIPPED = shipped_dir("schedules") / "host" / "emeraldrapids"
 
@@ -296,11 +297,12 @@ def test_compile_applies_the_nearest_set_and_says_so(tmp_path, monkeypatch):
 def _pkg(mcpu: str, mattr=None):
     from tvmflow.artifact.package import Package
     target = {"kind": "llvm", "mcpu": mcpu, **({"mattr": mattr} if mattr else {})}
+    from tvmflow.artifact.sidecar import Sidecar
     side = {"variant": {"name": "pruned"}, "input": {"seed": 0, "shape": [1, 3, 32, 32],
                                                      "dtype": "float32"},
             "target": {"name": "host", "device": "cpu", "target": target},
             "module": {"sha256": "x"}}
-    return Package(Path("m.so"), side)
+    return Package(Path("m.so"), Sidecar.from_json(side))
 
 
 def test_run_refuses_a_module_for_a_cpu_with_extensions_this_one_lacks():

@@ -135,7 +135,7 @@ for name in {CUDA_PRESETS!r}:
     spaces = design_spaces(tasks)
     res = tune({VARIANT!r}, name, trials=4, per_round=2, dry_run=True)
     pkg = compile({VARIANT!r}, name, model=model)
-    out[name] = dict(spaces=spaces, trials=res.trials_total, sidecar=pkg.sidecar,
+    out[name] = dict(spaces=spaces, trials=res.trials_total, sidecar=pkg.sidecar.to_json(),
                      log=str(res.log_dir))
 print("RESULT " + json.dumps(out))
 """

@@ -40,7 +40,7 @@ def export_library(executable, path, *, cross_compiler: str | None = None,
     through ``tvm.support.cc.cross_compiler``.  With ``cuda_arch`` (``sm_87``...) the CUDA
     kernels are compiled by ``nvcc`` into a cubin for that architecture and packed into the
     library in place of their source (see :mod:`tvmflow.adapter.cuda`).  Returns what was done
-    (``{"cuda": {...}}`` for CUDA builds).
+    (``{"linker": the compiler that linked it, "cuda": {...}}`` for CUDA builds).
     """
     from tvm.support import cc
     from tvmflow.adapter.cuda import CubinReport, cubin_pack_imports, nvcc_version
@@ -53,6 +53,7 @@ def export_library(executable, path, *, cross_compiler: str | None = None,
         kwargs["fpack_imports"] = cubin_pack_imports(cuda_arch, nvcc, report)
     lib = executable.mod if hasattr(executable, "mod") else executable
     lib.export_library(str(path), **kwargs)
+    info["linker"] = cross_compiler or cc.get_cc()
     if cuda_arch:
         info["cuda"] = dict(code="cubin", archs=[cuda_arch], nvcc=report.nvcc,
                             nvcc_version=report.nvcc_version, cuda_modules=report.modules,

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from tvmflow.artifact.package import Package, owned_by_tvmflow, sidecar_path, tvmflow_version
+from tvmflow.artifact.sidecar import (SIDECAR_FORMAT, BuildPart, CoveragePart, CudaPart,
+                                      InputPart, ModulePart, SchedulesPart, Sidecar, TargetPart,
+                                      VariantPart, VersionsPart, WeightsPart, jsonable)
 from tvmflow.errors import TvmflowError
-from tvmflow.workspace import Workspace
-from tvmflow.artifact.package import (Package, _jsonable, schedule_record, sha256_file, sidecar_path,
-                      tvmflow_version, umask_mode)
+from tvmflow.files import atomic_path, check_overwrite, sha256_file
 from tvmflow.target.presets import TargetPreset, find_cross_compiler, get_target
-
+from tvmflow.workspace import Workspace, check_writable
 
 
 def artifacts_dir() -> Path:
@@ -66,20 +69,20 @@ def check_output_dir(directory: Path) -> None:
 
 
 def schedule_database(preset: TargetPreset, variant: str, *, load: bool = True):
-    """``(database or None, info or None)`` from :mod:`tvmflow.schedules` for this target.
+    """``(database or None, info or None)`` from :mod:`tvmflow.tuning.schedules` for this target.
 
     ``info`` has at least ``path`` and ``sha256``, and the CPU the set was tuned on
     (``cpu``, ``running_on``, ``match``: ``"exact"``, or ``"nearest"`` with a ``note`` such as
     "tuned on emeraldrapids, running on znver2" when no set was tuned on this CPU); a
     database that is corrupt or was tuned for another target kind / triple / CUDA arch or
     variant is refused there with a TvmflowError.  Without a database for the pair the build
-    uses default schedules.
+    uses default schedules.  ``load=False``: the info only (no TVM, the database not opened).
     """
     from tvmflow.tuning import schedules
-    if not load:
-        info = schedules.database_info(preset, variant)
-        return None, (info if info and info.get("sha256") else None)
-    database, info = schedules.load_for_compile(preset, variant)
+    if load:
+        database, info = schedules.load_for_compile(preset, variant)
+    else:
+        database, info = None, schedules.database_info(preset, variant)
     return database, (info if info and info.get("sha256") else None)
 
 
@@ -107,12 +110,11 @@ def _build(model, preset: TargetPreset, database, info, cuda_graph: bool = False
                else pipeline.default_options(target, model.mod))
     executable, coverage = pipeline.build(model.mod, target, database, options=options,
                                           cuda_graph=cuda_graph)
-    coverage = dict(coverage)
-    coverage["pipeline"] = options.to_json()
+    coverage = CoveragePart.from_json(dict(coverage, pipeline=options.to_json()))
     return executable, coverage
 
 
-def _versions() -> dict[str, str]:
+def _versions() -> VersionsPart:
     from importlib.metadata import PackageNotFoundError, version
 
     from tvmflow.adapter import ffi_version, tvm_version
@@ -120,34 +122,102 @@ def _versions() -> dict[str, str]:
         torch_version = version("torch")
     except PackageNotFoundError:
         torch_version = "unknown"
-    return dict(tvmflow=tvmflow_version(), tvm=tvm_version(), tvm_ffi=ffi_version(),
-                torch=torch_version, python=platform.python_version())
+    return VersionsPart(tvmflow=tvmflow_version(), tvm=tvm_version(), tvm_ffi=ffi_version(),
+                        torch=torch_version, python=platform.python_version())
 
 
-def _weights(model) -> dict[str, Any]:
+def _weights(model) -> WeightsPart:
     ckpt = model.spec.checkpoint
     if ckpt:
-        out = {"kind": "checkpoint", "path": str(ckpt)}
-        if Path(ckpt).is_file():
-            out["sha256"] = sha256_file(ckpt)
-        return out
-    return {"kind": "random", "seed": model.seed}
+        return WeightsPart("checkpoint", path=str(ckpt),
+                           sha256=sha256_file(ckpt) if Path(ckpt).is_file() else None)
+    return WeightsPart("random", seed=model.seed)
+
+
+
+def _toolchain(preset: TargetPreset) -> tuple[str | None, str | None]:
+    """``(cross compiler, nvcc)`` the preset needs, checked before the slow part."""
+    cross = find_cross_compiler(preset)
+    nvcc = None
+    if preset.is_cuda:
+        from tvmflow.adapter.cuda import check_arch, find_nvcc
+        nvcc = find_nvcc()
+        check_arch(nvcc, preset.arch)
+    return cross, nvcc
+
+
+def check_output(path: Path, force: bool = False) -> None:
+    """The output may be written: not in the shipped data, its directory writable, and any
+    ``.so``/``.json`` already there tvmflow's own (else only with ``force``)."""
+    check_writable(path)
+    check_output_dir(path.parent)
+    ours, why = owned_by_tvmflow(path)
+    for existing in (path, sidecar_path(path)):
+        check_overwrite(existing, ours=ours, force=force, what="output", why=why)
+
+
+def _linker_version(linker: str | None) -> str | None:
+    if not linker:
+        return None
+    try:
+        out = subprocess.run([linker, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.splitlines() or [None])[0]
+
+
+def _export(executable, path: Path, preset: TargetPreset, cross: str | None,
+            nvcc: str | None) -> tuple[ModulePart, BuildPart, CudaPart | None]:
+    """Link the library to a temp file next to ``path`` and rename it into place: an
+    interrupted compile leaves the previous module (or nothing), never half of one."""
+    from tvmflow.adapter import build
+    with atomic_path(path, 0o755) as tmp:
+        exported = build.export_library(executable, tmp, cross_compiler=cross,
+                                        cuda_arch=preset.arch if preset.is_cuda else None,
+                                        nvcc=nvcc)
+        cuda = exported.get("cuda")
+        if preset.is_cuda:
+            from tvmflow.adapter.cuda import cuda_images
+            images = cuda_images(tmp)
+            if preset.arch not in images["cubin"] or images["ptx"] or images["source"]:
+                raise TvmflowError(f"the CUDA module for {preset.arch} does not hold only a cubin "
+                                   f"for it: {images}")
+            cuda = dict(cuda, embedded=images)
+        module = ModulePart(sha256_file(tmp), file=path.name, bytes=os.path.getsize(tmp))
+    linker = exported.get("linker")
+    # no timestamp, temp path or random name ends up in the .so: the same inputs give the same
+    # bytes (tests/test_compile.py: test_same_inputs_..., test_cross_and_cuda_builds_...)
+    built = BuildPart(linker=linker, linker_version=_linker_version(linker), reproducible=True)
+    return module, built, (CudaPart.from_json(cuda) if cuda else None)
+
+
+def _sidecar(spec, model, preset: TargetPreset, cross, seed: int, info, coverage,
+             exported: tuple[ModulePart, BuildPart, CudaPart | None]) -> Sidecar:
+    module, built, cuda = exported
+    return Sidecar(
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        variant=VariantPart(spec.name, jsonable(spec.cfg())), weights=_weights(model),
+        frontend=model.frontend, target=TargetPart.from_json(jsonable(preset.to_json())),
+        cross_compiler=cross, input=InputPart(list(model.input_shape), model.input_dtype, seed,
+                                              name=model.input_name),
+        versions=_versions(), schedules=SchedulesPart.from_info(info), coverage=coverage,
+        module=module, build=built, cuda=cuda)
 
 
 def compile(variant: str, target: str | TargetPreset, output: str | Path | None = None,
             seed: int = 0, schedules: bool = True,
             on_status: Callable[[str], None] | None = None, model=None,
-            cuda_graph: bool = False) -> Package:
+            cuda_graph: bool = False, force: bool = False) -> Package:
     """Compile ``variant`` for ``target`` into a ``.so`` + sidecar; returns the Package.
 
     ``schedules=False`` ignores any tuned database (default schedules everywhere).
     ``cuda_graph`` (CUDA targets): the module replays its kernel launches as one CUDA graph
-    (recorded in the sidecar's ``cuda`` entry).
+    (recorded in the sidecar's ``cuda`` entry).  ``force``: replace a ``.so``/``.json`` at the
+    output path that tvmflow did not write (its own modules are replaced anyway).
     ``on_status`` receives progress lines for the terminal.  ``model``: the variant already
     imported by :func:`tvmflow.ir.frontend.import_model` with this ``seed`` (saves the import
     when one variant is compiled for several targets; its module is not modified).
     """
-    from tvmflow.adapter.build import export_library
     from tvmflow.ir.frontend import import_model
     from tvmflow.spec.registry import get_spec
 
@@ -158,13 +228,8 @@ def compile(variant: str, target: str | TargetPreset, output: str | Path | None 
                           spec.name)
     preset = target if isinstance(target, TargetPreset) else get_target(target)
     check_cuda_graph(preset, cuda_graph)
-    cross = find_cross_compiler(preset)
-    nvcc = None
-    if preset.is_cuda:
-        from tvmflow.adapter.cuda import check_arch, find_nvcc
-        nvcc = find_nvcc()
-        check_arch(nvcc, preset.arch)
-    check_output_dir(path.parent)
+    cross, nvcc = _toolchain(preset)
+    check_output(path, force)
     database, info = schedule_database(preset, spec.name) if schedules else (None, None)
     say(_schedules_line(info) if info else
         "schedules: none (default schedules" + (", dlight GPU rules)" if preset.is_cuda else ")"))
@@ -176,87 +241,108 @@ def compile(variant: str, target: str | TargetPreset, output: str | Path | None 
         raise TvmflowError(f"the imported model is {model.spec.name} (seed {model.seed}), not "
                            f"{spec.name} (seed {seed})")
     executable, coverage = _build(model, preset, database, info, cuda_graph=cuda_graph)
-    t_build = time.perf_counter() - t0
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".so", dir=path.parent)
-    os.close(fd)
-    try:
-        exported = export_library(executable, tmp, cross_compiler=cross,
-                                  cuda_arch=preset.arch if preset.is_cuda else None, nvcc=nvcc)
-        if preset.is_cuda:
-            from tvmflow.adapter.cuda import cuda_images
-            images = cuda_images(tmp)
-            if preset.arch not in images["cubin"] or images["ptx"] or images["source"]:
-                raise TvmflowError(f"the CUDA module for {preset.arch} does not hold only a cubin "
-                                   f"for it: {images}")
-            exported["cuda"]["embedded"] = images
-        digest = sha256_file(tmp)
-        size = os.path.getsize(tmp)
-        os.chmod(tmp, umask_mode(0o755))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-    sidecar = {
-        "format": 1,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "variant": {"name": spec.name, "cfg": _jsonable(spec.cfg())},
-        "weights": _weights(model),
-        "frontend": model.frontend,
-        "target": _jsonable(preset.to_json()),
-        "cross_compiler": cross,
-        "input": {"name": model.input_name, "shape": list(model.input_shape),
-                  "dtype": model.input_dtype, "seed": seed},
-        "versions": _versions(),
-        "schedules": schedule_record(info),
-        "coverage": coverage or {"tasks": None, "tuned": 0, "default": None},
-        "module": {"file": path.name, "sha256": digest, "bytes": size,
-                   "build_seconds": round(t_build, 2)},
-    }
-    if "cuda" in exported:
-        sidecar["cuda"] = dict(exported["cuda"], cuda_graph=bool(cuda_graph))
-    pkg = Package(path, sidecar)
+    exported = _export(executable, path, preset, cross, nvcc)
+    exported[0].build_seconds = round(time.perf_counter() - t0, 2)
+    if exported[2] is not None:
+        exported[2].cuda_graph = bool(cuda_graph)
+    pkg = Package(path, _sidecar(spec, model, preset, cross, seed, info, coverage, exported))
     pkg.write_sidecar()
     return pkg
+
+
+# ---------------------------------------------------------------------------- staleness
+
+
+def stale_reason(path: str | Path, *, schedules_info: dict | None | bool = True,
+                 spec=None, preset: TargetPreset | None = None) -> str | None:
+    """Why the package at ``path`` is not what a fresh compile would produce, or None.
+
+    Checked: module or sidecar missing or unreadable, sha256 mismatch, an older sidecar
+    format, tvmflow version, the variant's cfg (``spec`` or the registry's current one), the
+    target preset as it loads now (``preset``), and the schedule database a compile would
+    apply (``schedules_info``: the ``info`` of :func:`schedule_database`, None for "no
+    database", or True to look it up).
+    """
+    try:
+        pkg = Package.load(path)
+    except TvmflowError as exc:
+        return str(exc)
+    side = pkg.sidecar
+    if side.format != SIDECAR_FORMAT:
+        return f"its sidecar is format {side.format}, this tvmflow writes {SIDECAR_FORMAT}"
+    if side.versions.tvmflow != tvmflow_version():
+        return f"compiled by tvmflow {side.versions.tvmflow}, this is tvmflow {tvmflow_version()}"
+    try:
+        from tvmflow.spec.registry import get_spec
+        spec = spec or get_spec(pkg.variant)
+        preset = preset or get_target(pkg.target_name)
+        if schedules_info is True:
+            _, schedules_info = schedule_database(preset, pkg.variant, load=False)
+    except TvmflowError as exc:
+        return f"{pkg.variant} for {pkg.target_name}: {exc}"
+    if jsonable(spec.cfg()) != side.variant.cfg:
+        return f"variant {pkg.variant} changed since it was compiled"
+    if jsonable(preset.target) != side.target.target or \
+            jsonable(preset.host) != side.target.host:
+        return f"target preset {pkg.target_name} changed since it was compiled"
+    return _schedules_reason(side.schedules, SchedulesPart.from_info(schedules_info))
+
+
+def _schedules_reason(old: SchedulesPart | None, fresh: SchedulesPart | None) -> str | None:
+    if (fresh and fresh.sha256) != (old and old.sha256):
+        return (f"schedule database changed (compiled with {old.sha256[:12] if old else 'none'}, "
+                f"now {fresh.sha256[:12] if fresh else 'none'})")
+    if fresh and old and (fresh.cpu, fresh.running_on) != (old.cpu, old.running_on):
+        return (f"schedule set changed (compiled with the set tuned on {old.cpu or '?'}, "
+                f"now the one tuned on {fresh.cpu or '?'})")
+    return None
+
+
+def compile_reason(path: Path, spec, preset: TargetPreset, *, seed: int = 0,
+                   schedules: bool = True, cuda_graph: bool = False) -> str | None:
+    """Why the module at ``path`` must be (re)compiled for this request, or None when the one
+    there is up to date: :func:`stale_reason`, plus the seed, schedules on/off and CUDA
+    graphs asked for.  The one staleness check of compile and bench."""
+    if not path.exists():
+        return "not compiled yet"
+    info = schedule_database(preset, spec.name, load=False)[1] if schedules else None
+    reason = stale_reason(path, schedules_info=info, spec=spec, preset=preset)
+    if reason is not None:
+        return reason
+    pkg = Package.load(path)
+    if pkg.seed != seed:
+        return f"compiled with seed {pkg.seed}, asked for {seed}"
+    if not schedules and pkg.sidecar.schedules:
+        return "compiled with tuned schedules, asked for none"
+    if pkg.cuda_graph != bool(cuda_graph):
+        return cuda_graph_reason(pkg.cuda_graph)
+    return None
 
 
 def compile_if_stale(variant: str, target: str | TargetPreset, output: str | Path | None = None,
                      seed: int = 0, schedules: bool = True, force: bool = False,
                      on_status: Callable[[str], None] | None = None,
-                     cuda_graph: bool = False) -> tuple[Package, str | None]:
-    """Reuse the module at the output path when it is up to date, else compile it.
+                     cuda_graph: bool = False,
+                     on_compile: Callable[[str], None] | None = None) -> tuple[Package, str | None]:
+    """Reuse the module at the output path when it is up to date (:func:`compile_reason`),
+    else compile it (``on_compile`` gets the reason first).
 
     Returns ``(package, why it was compiled)``; the reason is None when the existing module
-    was reused.  Up to date: sha256, tvmflow version, variant cfg, target preset, schedule
-    database and seed all match (see :func:`tvmflow.artifact.package.stale_reason`).
+    was reused.  ``force``: recompile, and replace files at the output path that tvmflow did
+    not write.
     """
-    from tvmflow.artifact.package import stale_reason
     from tvmflow.spec.registry import get_spec
     preset = target if isinstance(target, TargetPreset) else get_target(target)
     spec = get_spec(variant)
     path = resolve_output(output, preset.name, spec.name)
-    if force:
-        reason = "--force"
-    elif not path.exists():
-        reason = "not compiled yet"
-    else:
-        info = None
-        if schedules:
-            _, info = schedule_database(preset, spec.name, load=False)
-        reason = stale_reason(path, schedules_info=info, spec=spec)
-        if reason is None:
-            pkg = Package.load(path)
-            if pkg.seed != seed:
-                reason = f"compiled with seed {pkg.seed}, asked for {seed}"
-            elif not schedules and pkg.sidecar.get("schedules"):
-                reason = "compiled with tuned schedules, asked for none"
-            elif pkg.cuda_graph != bool(cuda_graph):
-                reason = cuda_graph_reason(pkg.cuda_graph)
-            else:
-                return pkg, None
-    return compile(spec.name, preset, path, seed=seed, schedules=schedules,
-                   on_status=on_status, cuda_graph=cuda_graph), reason
+    reason = "--force" if force else compile_reason(path, spec, preset, seed=seed,
+                                                    schedules=schedules, cuda_graph=cuda_graph)
+    if reason is None:
+        return Package.load(path), None
+    if on_compile:
+        on_compile(reason)
+    return compile(spec.name, preset, path, seed=seed, schedules=schedules, on_status=on_status,
+                   cuda_graph=cuda_graph, force=force), reason
 
 
 def check_cuda_graph(preset: TargetPreset, cuda_graph: bool) -> None:
@@ -271,4 +357,5 @@ def cuda_graph_reason(compiled_with: bool) -> str:
             else "compiled without CUDA graphs, asked for --cuda-graph")
 
 
-__all__ = ["compile", "compile_if_stale", "default_output", "resolve_output", "schedule_database", "sidecar_path"]
+__all__ = ["compile", "compile_if_stale", "compile_reason", "default_output", "resolve_output",
+           "schedule_database", "sidecar_path", "stale_reason"]

@@ -12,7 +12,8 @@ from tvmflow.cli.options import IN_FILE, OUT_FILE, seed_option, threads_option
 @click.option("--output", "-o", default=None, help="Output .so path or directory [artifacts/<target>/<variant>.so].")
 @seed_option("Seed of the random weights and example input.")
 @click.option("--no-schedules", is_flag=True, help="Ignore tuned schedules; default schedules only.")
-@click.option("--force", is_flag=True, help="Recompile even when the module is up to date.")
+@click.option("--force", is_flag=True, help="Recompile even when the module is up to date, and "
+              "replace a .so/.json at the output path that tvmflow did not write.")
 @click.option("--cuda-graph", is_flag=True,
               help="CUDA targets: capture the model's kernel launches into one CUDA graph at "
                    "the first run and replay it (recorded in the sidecar).")
@@ -35,7 +36,7 @@ def compile_cmd(target: str, variant: str, output, seed: int, no_schedules: bool
     s = pkg.summary()
     cov = s["coverage"]
     console.print(f"{'reused' if why is None else 'compiled'} {s['variant']} for {s['target']} -> {s['module']} "
-                  f"({pkg.sidecar['module']['bytes'] / 1024:.0f} KiB, sha256 {s['sha256'][:12]})",
+                  f"({pkg.sidecar.module.bytes / 1024:.0f} KiB, sha256 {s['sha256'][:12]})",
                   highlight=False)
     if cov.get("tasks") is not None:
         console.print(f"tasks: {cov['tasks']}, tuned {cov['tuned']}, default schedules {cov['default']}")
@@ -54,12 +55,13 @@ def compile_cmd(target: str, variant: str, output, seed: int, no_schedules: bool
 @click.option("--input", "-i", "input_path", type=IN_FILE, default=None,
               help="Input .npy [the seeded example input].")
 @click.option("--output", "-o", type=OUT_FILE, default=None, help="Save the output as .npy.")
+@click.option("--force", is_flag=True, help="Replace the --output file if it exists.")
 @threads_option("TVM threads [default: $TVM_NUM_THREADS, else the target's num-cores].")
-def run_cmd(module: str, input_path, output, threads) -> None:
+def run_cmd(module: str, input_path, output, threads, force: bool = False) -> None:
     """Run a compiled module once on this machine (refused when its target does not match)."""
     from tvmflow.runtime.run import run
     from tvmflow.ui import console
-    res = run(module, input_path, output, threads=threads)
+    res = run(module, input_path, output, threads=threads, force=force)
     console.print(f"{res.package.variant} ({res.package.target_name}) on {res.input_source}: "
                   f"output {tuple(res.output.shape)}, {res.threads} TVM thread"
                   f"{'s' if res.threads != 1 else ''}", highlight=False)

@@ -35,7 +35,7 @@ import platform
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -101,7 +101,7 @@ class ModuleRef:
     trials: int | None = None
     checkpoint: str | None = None
     arch: str | None = None          # CPU arch the module was built for (x86_64, aarch64)
-    sidecar: dict[str, Any] = field(default_factory=dict)
+    sidecar: Any = None              # the module's tvmflow.artifact.sidecar.Sidecar
     compiled_now: bool = False
     coverage: str | None = None      # "tuned/tasks" of the module's tasks with a tuned schedule
 
@@ -109,13 +109,13 @@ class ModuleRef:
 # ---------------------------------------------------------------------------- modules
 
 
-def _trials(sidecar: dict[str, Any]) -> int | None:
+def _trials(sidecar) -> int | None:
     """Tuning trials behind the module's schedules: the schedules' meta.json, else the sidecar.
 
     None: the module has no tuned schedules (TVM's default schedules).
     """
     import json
-    sched = sidecar.get("schedules") or {}
+    sched = sidecar.schedules.to_json() if sidecar and sidecar.schedules else {}
     if not sched:
         return None
     for key in ("trials", "max_trials"):
@@ -142,14 +142,14 @@ def _trials(sidecar: dict[str, Any]) -> int | None:
     return None
 
 
-def _schedule_set(sidecar: dict[str, Any]) -> dict[str, Any]:
+def _schedule_set(sidecar) -> dict[str, Any]:
     """Which CPU's schedule set the module was compiled with (the sidecar's record)."""
-    sched = sidecar.get("schedules") or {}
+    sched = sidecar.schedules.to_json() if sidecar and sidecar.schedules else {}
     return {k: sched[k] for k in ("cpu", "running_on", "match", "pipeline") if k in sched}
 
 
-def _coverage(sidecar: dict[str, Any]) -> str | None:
-    cov = sidecar.get("coverage") or {}
+def _coverage(sidecar) -> str | None:
+    cov = sidecar.coverage.to_json() if sidecar else {}
     if isinstance(cov.get("tasks"), int):
         fixed = len(cov.get("fixed") or [])
         return f"{cov.get('tuned', 0)}/{cov['tasks']}" + (f" +{fixed} fixed" if fixed else "")
@@ -159,11 +159,11 @@ def _coverage(sidecar: dict[str, Any]) -> str | None:
 def module_from_package(variant: str, pkg, compiled_now: bool = False) -> ModuleRef:
     """A :class:`ModuleRef` from a ``tvmflow.artifact.package.Package`` (compile's result)."""
     from tvmflow.adapter.runtime import triple_arch
-    sidecar = dict(pkg.sidecar or {})
-    weights = sidecar.get("weights") or {}
+    sidecar = pkg.sidecar
+    weights = sidecar.weights
     return ModuleRef(variant=variant, path=Path(pkg.path), seed=int(pkg.seed),
                      trials=_trials(sidecar), coverage=_coverage(sidecar),
-                     checkpoint=weights.get("path") if weights.get("kind") != "random" else None,
+                     checkpoint=weights.path if weights.kind != "random" else None,
                      arch=triple_arch(pkg.cpu_triple), sidecar=sidecar, compiled_now=compiled_now)
 
 
@@ -175,22 +175,11 @@ def ensure_module(variant: str, target: str, *, seed: int = 0, say: Say = _quiet
     another variant cfg, target preset, tvmflow version or schedule database, another seed,
     or compiled with(out) CUDA graphs when asked for the other.
     """
-    from tvmflow.artifact.compile import compile as compile_variant
-    from tvmflow.artifact.compile import cuda_graph_reason, default_output
-    from tvmflow.artifact.package import Package, stale_reason
-    path = default_output(target, variant)
-    reason = stale_reason(path) if path.exists() else "not compiled yet"
-    if reason is None:
-        pkg = Package.load(path)
-        if pkg.seed != seed:
-            reason = f"compiled with seed {pkg.seed}, asked for {seed}"
-        elif pkg.cuda_graph != bool(cuda_graph):
-            reason = cuda_graph_reason(pkg.cuda_graph)
-        else:
-            return module_from_package(variant, pkg)
-    say(f"compiling {variant} for {target} ({reason})")
-    pkg = compile_variant(variant, target, seed=seed, on_status=say, cuda_graph=cuda_graph)
-    return module_from_package(variant, pkg, compiled_now=True)
+    from tvmflow.artifact.compile import compile_if_stale
+    pkg, reason = compile_if_stale(variant, target, seed=seed, on_status=say, cuda_graph=cuda_graph,
+                                   on_compile=lambda why: say(f"compiling {variant} for {target} "
+                                                              f"({why})"))
+    return module_from_package(variant, pkg, compiled_now=reason is not None)
 
 
 # ---------------------------------------------------------------------------- environment
@@ -424,8 +413,8 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
                     else "the device is not this machine") + ")")
             if skipped:
                 report.environment["baselines_skipped"] = dict(skipped)
-            report.environment["cuda_graph"] = {m.variant: bool((m.sidecar.get("cuda") or {})
-                                                                .get("cuda_graph"))
+            report.environment["cuda_graph"] = {m.variant: bool(m.sidecar and m.sidecar.cuda
+                                                                and m.sidecar.cuda.cuda_graph)
                                                 for m in modules} if preset.is_cuda else None
             report.environment["trials"] = {m.variant: m.trials for m in modules}
             report.environment["seeds"] = {m.variant: m.seed for m in modules}

@@ -332,13 +332,13 @@ def build_for_profile(variant: str | VariantSpec, target="host", *, seed: int = 
     return Built(spec, module, _schedules_text(pkg.sidecar), x)
 
 
-def _schedules_text(sidecar: dict[str, Any]) -> str:
-    cov = (sidecar or {}).get("coverage") or {}
+def _schedules_text(sidecar) -> str:
+    """``sidecar``: a tvmflow.artifact.sidecar.Sidecar (None: unknown)."""
+    cov = sidecar.coverage.to_json() if sidecar else {}
     if cov.get("tuned"):
-        sched = (sidecar or {}).get("schedules") or {}
-        trials = sched.get("trials") if isinstance(sched, dict) else None
-        other = (sched.get("cpu") if isinstance(sched, dict) and sched.get("match") == "nearest"
-                 else None)
+        sched = sidecar.schedules
+        trials = sched.trials if sched else None
+        other = sched.cpu if sched and sched.match == "nearest" else None
         fixed = len(cov.get("fixed") or [])
         return (f"tuned ({cov['tuned']}/{cov.get('tasks')} tasks"
                 + (f" +{fixed} fixed" if fixed else "")

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from tvmflow.errors import TvmflowError
-from tvmflow.artifact.package import Package, write_atomic
+from tvmflow.artifact.package import Package
+from tvmflow.files import check_overwrite, write_atomic
 
 _MACHINES = {"x86_64": ("x86_64", "amd64"), "aarch64": ("aarch64", "arm64")}
 
@@ -58,7 +59,7 @@ def mismatches(pkg: Package) -> list[str]:
     here = local_machine()
     if here not in _MACHINES.get(arch, (arch,)):
         problems.append(f"its code is for {arch} ({pkg.cpu_triple}) and this machine is {here}")
-    target = pkg.sidecar["target"].get("target") or {}
+    target = pkg.sidecar.target.target or {}
     mcpu = target.get("mcpu")
     if pkg.device == "cpu" and arch == "x86_64" and mcpu and not problems:
         flags = _cpu_flags()
@@ -70,7 +71,7 @@ def mismatches(pkg: Package) -> list[str]:
             problems.append(f"it was built for {mcpu} and this CPU lacks {what}")
     if pkg.device == "cuda":
         from tvmflow.adapter.cuda import cubin_runs_on, probe_gpu
-        archs = [str(a) for a in ((pkg.cuda or {}).get("archs") or [target.get("arch")])]
+        archs = [str(a) for a in ((pkg.cuda and pkg.cuda.archs) or [target.get("arch")])]
         probe = probe_gpu()
         gpu = probe.arch
         if gpu is None:
@@ -121,25 +122,22 @@ def _threads_for(pkg: Package, threads: int | None) -> int:
         preset = get_target(pkg.target_name)
     except TvmflowError:
         from types import SimpleNamespace
-        tgt = pkg.sidecar.get("target") or {}
-        preset = SimpleNamespace(target=tgt.get("target") or {}, host=tgt.get("host"))
+        preset = SimpleNamespace(target=pkg.sidecar.target.target or {}, host=pkg.sidecar.target.host)
     return resolve(preset, threads)
 
 
 def run(module: str | Path, input: str | Path | None = None,
-        output: str | Path | None = None, *, threads: int | None = None) -> RunResult:
+        output: str | Path | None = None, *, threads: int | None = None,
+        force: bool = False) -> RunResult:
     """Run the compiled ``module`` once on this machine; save the output to ``output`` (.npy).
 
     ``threads``: TVM's thread count (default ``TVM_NUM_THREADS``, else the target's
-    ``num-cores``).
+    ``num-cores``).  ``force``: replace an existing ``output`` file.
     """
     from tvmflow.adapter.build import load_library, run_local
     from tvmflow.adapter.runtime import local_threads
     from tvmflow.threads import scoped
     pkg = Package.load(module)
-    check_runnable(pkg)
-    n = _threads_for(pkg, threads)
-    x, source = load_input(pkg, input)
     saved = None
     if output is not None:
         saved = Path(output)
@@ -147,6 +145,10 @@ def run(module: str | Path, input: str | Path | None = None,
             raise TvmflowError(f"output {output} must end in .npy")
         if not saved.parent.is_dir():
             raise TvmflowError(f"output directory {saved.parent} does not exist")
+        check_overwrite(saved, ours=False, force=force, what="output", why=None)
+    check_runnable(pkg)
+    n = _threads_for(pkg, threads)
+    x, source = load_input(pkg, input)
     with scoped(n):
         measured = local_threads(n)
         lib = load_library(pkg.path)
