@@ -61,11 +61,10 @@ LEVERS = {
 }
 
 
-def _tuned_vm(model, preset, root: Path | None, x, dev):
+def _tuned_module(session, model, preset, root: Path | None, x):
     """Compile ``model`` with its log under ``root`` (None: the repo's) through the shared
-    pipeline, run it once; returns ``(vm, meta, coverage, max abs error vs PyTorch)``."""
-    import tvm
-    from tvm import relax
+    pipeline and load it in ``session`` with ``x`` set; returns ``(loaded module, meta,
+    coverage, max abs error vs PyTorch)``."""
     from tvmflow.tuning import schedules as S
     from tvmflow.adapter import pipeline
     db, meta = S.load_for_compile(preset, model.name, root=root)
@@ -73,34 +72,28 @@ def _tuned_vm(model, preset, root: Path | None, x, dev):
     opts = (pipeline.PipelineOptions.from_json(meta["pipeline"]) if meta.get("pipeline")
             else pipeline.default_options(preset.tvm_target(), model.mod))
     ex, cov = pipeline.build(model.mod, preset, db, options=opts)
-    vm = relax.VirtualMachine(ex, dev)
-    vm.set_input("main", tvm.runtime.tensor(x, dev))
-    vm.invoke_stateful("main")
-    out = vm.get_outputs("main")
-    while isinstance(out, (tuple, list)) or not hasattr(out, "numpy"):
-        out = out[0]
-    return vm, meta, cov, float(np.abs(out.numpy() - model.reference(x)).max())
+    loaded = session.load(ex)
+    out = loaded.infer(x)
+    return loaded, meta, cov, float(np.abs(out - model.reference(x)).max())
 
 
 def time_variant(variant: str, root: Path | None, rounds: int, repeat: int, threads: int) -> dict:
-    import tvm
     from tvmflow.adapter.pipeline import PipelineOptions
+    from tvmflow.adapter.runtime import local_session
     from tvmflow.measure.baselines import make_baselines
     from tvmflow.ir.frontend import import_model
     from tvmflow.target.presets import get_target
     preset = get_target("host")
     model = import_model(variant)
     x = model.example_input()
-    dev = tvm.cpu()
-    vm, info, cov, err = _tuned_vm(model, preset, root, x, dev)
-    timer = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeat)
+    loaded, info, cov, err = _tuned_module(local_session(), model, preset, root, x)
     others = make_baselines(variant, model.torch_model, x, threads)
     for r in others:
         r.run(10)
     samples: dict[str, list] = {"tvm": []}
     samples.update({r.kind: [] for r in others})
     for _ in range(rounds):
-        samples["tvm"] += list(timer("main").results)
+        samples["tvm"] += list(loaded.time(repeat))
         for r in others:
             samples[r.kind] += list(r.time(repeat))
     for r in others:
@@ -141,26 +134,25 @@ def time_many(variant: str, roots: list[Path | None], rounds: int, repeat: int,
     ``root_threads``: TVM's thread count for each module (default ``threads``); the pool is
     set before each module's turn (``runtime.config_threadpool``).
     """
-    import tvm
-    from tvmflow.adapter.runtime import local_threads
+    from tvmflow.adapter.runtime import local_session
     from tvmflow.measure.baselines import make_baselines
     from tvmflow.ir.frontend import import_model
     from tvmflow.target.presets import get_target
     preset = get_target("host")
     model = import_model(variant)
     x = model.example_input()
-    dev = tvm.cpu()
+    session = local_session()
     root_threads = root_threads or [threads] * len(roots)
     timers, info = [], []
     for root, n in zip(roots, root_threads):
-        local_threads(n)
-        vm, meta, cov, err = _tuned_vm(model, preset, root, x, dev)
-        timers.append((vm, vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeat)))
+        session.use_threads(n)
+        loaded, meta, cov, err = _tuned_module(session, model, preset, root, x)
+        timers.append(loaded)
         info.append({"root": str(root) if root else "repo", "trials": meta.get("trials"),
                      "tuned_tasks": cov["tuned"], "tasks": cov["tasks"], "max_abs_err": err,
                      "tvm_threads": n, "cpu_set": meta.get("cpu"),
                      "pipeline": meta.get("pipeline")})
-    local_threads(threads)
+    session.use_threads(threads)
     others = make_baselines(variant, model.torch_model, x, threads)
     for r in others:
         r.run(10)
@@ -169,10 +161,10 @@ def time_many(variant: str, roots: list[Path | None], rounds: int, repeat: int,
     for k in range(rounds):
         order = range(len(timers)) if k % 2 == 0 else reversed(range(len(timers)))
         for i in order:
-            local_threads(root_threads[i])
-            samples[i] += list(timers[i][1]("main").results)
+            session.use_threads(root_threads[i])
+            samples[i] += list(timers[i].time(repeat))
             time.sleep(SETTLE)
-        local_threads(threads)
+        session.use_threads(threads)
         for r in others:
             base[r.kind] += list(r.time(repeat))
             time.sleep(SETTLE)

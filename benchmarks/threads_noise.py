@@ -60,12 +60,12 @@ def child(args) -> None:
         threads = sess.get_session_options().intra_op_num_threads
     else:
         from tvmflow.adapter.runtime import local_session
-        loaded = local_session("cpu").load(args.module)
+        session = local_session("cpu")
+        loaded = session.load(args.module)
         loaded.set_input(x)
         loaded.run(args.warmup)
         samples = [float(s) for s in loaded.time(args.runs)]
-        from tvmflow.adapter.runtime import _measure_local_threads
-        threads = _measure_local_threads()
+        threads = session.num_threads()
     print(json.dumps({"samples": samples, "threads": threads}))
 
 

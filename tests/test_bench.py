@@ -132,7 +132,8 @@ def test_no_board_under_the_key(artifacts, tmp_path):
 
 
 def test_module_for_another_arch_is_refused_before_upload(tmp_path):
-    from tvmflow.measure.bench import BenchOptions, ModuleRef, run
+    from tvmflow.artifact.modules import ModuleRef
+    from tvmflow.measure.bench import BenchOptions, run
     from tvmflow.runtime.session import Route
     so = rpc.build_add_module(tmp_path / "add-aarch64.so", rpc.AARCH64_TARGET,
                               cross_cc="aarch64-linux-gnu-gcc")
@@ -155,7 +156,8 @@ def test_cross_target_needs_a_board(tmp_path):
 
 
 def test_wrong_module_fails_the_output_check(artifacts):
-    from tvmflow.measure.bench import BenchOptions, ModuleRef, run
+    from tvmflow.artifact.modules import ModuleRef
+    from tvmflow.measure.bench import BenchOptions, run
     from tvmflow.runtime.session import Route
     wrong = ModuleRef("pruned", artifacts / "host" / "pruned-a8.so", arch="x86_64")
     with pytest.raises(TvmflowError, match="pruned: the output on the device differs from PyTorch"):
@@ -229,19 +231,19 @@ def test_route_resolution_order():
 
 def test_emulated_board_is_recognised(monkeypatch):
     from tvmflow import board
-    from tvmflow.measure.bench import _emulated_board
+    from tvmflow.measure.environment import emulated_board
     from tvmflow.runtime.session import Route
     info = board.BoardInfo(name="emu0", key="rpi4-emu", host="127.0.0.1", port=9091, pid=1,
                            tracker="127.0.0.1:9190", tracker_owned=True, log="", root="")
     monkeypatch.setattr(board, "running_boards", lambda: [info])
-    assert _emulated_board(Route("tracker", "localhost:9190", "rpi4-emu"))
-    assert _emulated_board(Route("rpc", "127.0.0.1:9091"))
-    assert not _emulated_board(Route("tracker", "127.0.0.1:9190", "rpi4"))
-    assert not _emulated_board(Route("tracker", "10.1.1.1:9190", "rpi4-emu"))
+    assert emulated_board(Route("tracker", "localhost:9190", "rpi4-emu"))
+    assert emulated_board(Route("rpc", "127.0.0.1:9091"))
+    assert not emulated_board(Route("tracker", "127.0.0.1:9190", "rpi4"))
+    assert not emulated_board(Route("tracker", "10.1.1.1:9190", "rpi4-emu"))
 
 
 def test_module_ref_reads_trials_seed_and_arch_from_the_sidecar(tmp_path):
-    from tvmflow.measure.bench import module_from_package
+    from tvmflow.artifact.modules import module_from_package
     from tvmflow.artifact.package import Package
     side = {"variant": {"name": "pruned"}, "input": {"seed": 3},
             "target": {"name": "rpi4", "device": "cpu",

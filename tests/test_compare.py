@@ -37,7 +37,8 @@ class FakeRunner:
 
 
 def _measure_order(interleave: bool, rounds: int = 3):
-    from tvmflow.measure.bench import BenchOptions, _measure
+    from tvmflow.measure.bench import BenchOptions
+    from tvmflow.measure.rounds import measure
     log = []
     report = BenchReport("compare", "host")
     runners = {}
@@ -45,7 +46,7 @@ def _measure_order(interleave: bool, rounds: int = 3):
         report.results.append(VariantResult(v, 1, 1))
         runners[v] = [FakeRunner(v, "tvm", log), FakeRunner(v, "torch", log)]
     opts = BenchOptions(warmup=0, min_repeats=6, min_time=0, rounds=rounds, settle=0)
-    _measure(report, runners, opts, interleave=interleave, say=lambda m: None,
+    measure(report, runners, opts, interleave=interleave, say=lambda m: None,
              after_round=lambda: None)
     timed = log[6:]                      # the first 6 calls are the latency probes
     return report, timed

@@ -56,7 +56,8 @@ def _options(f):
 def _run(command, variants, target, via, rpc_addr, tracker, key, warmup, min_repeats, min_time,
          max_time, rounds, baselines, check, boards, seed, threads, timeout, output, force,
          per_layer=None, cuda_graph=False):
-    from tvmflow.measure.bench import BenchOptions, bench, compare
+    from tvmflow.experiments.compare import compare
+    from tvmflow.measure.bench import BenchOptions, bench
     from tvmflow.ui import console, err_console
     options = BenchOptions(warmup=warmup, min_repeats=min_repeats, min_time=min_time,
                            max_time=max_time, rounds=rounds, baselines=baselines, check=check, timeout=timeout,

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tvmflow.errors import TvmflowError
+from tvmflow.artifact.modules import sidecar_section
 from tvmflow.artifact.package import Package, write_atomic
 
 _MACHINES = {"x86_64": ("x86_64", "amd64"), "aarch64": ("aarch64", "arm64")}
@@ -63,7 +64,7 @@ def mismatches(pkg: Package) -> list[str]:
     here = local_machine()
     if here not in _MACHINES.get(arch, (arch,)):
         problems.append(f"its code is for {arch} ({pkg.cpu_triple}) and this machine is {here}")
-    target = pkg.sidecar["target"].get("target") or {}
+    target = sidecar_section(pkg, "target").get("target") or {}
     mcpu = target.get("mcpu")
     if pkg.device == "cpu" and arch == "x86_64" and mcpu and not problems:
         flags = _cpu_flags()
@@ -126,7 +127,7 @@ def _threads_for(pkg: Package, threads: int | None) -> int:
         preset = get_target(pkg.target_name)
     except TvmflowError:
         from types import SimpleNamespace
-        tgt = pkg.sidecar.get("target") or {}
+        tgt = sidecar_section(pkg, "target")
         preset = SimpleNamespace(target=tgt.get("target") or {}, host=tgt.get("host"))
     return resolve(preset, threads)
 
@@ -138,8 +139,7 @@ def run(module: str | Path, input: str | Path | None = None,
     ``threads``: TVM's thread count (default ``TVM_NUM_THREADS``, else the target's
     ``num-cores``).
     """
-    from tvmflow.adapter.build import load_library, run_local
-    from tvmflow.adapter.runtime import local_threads
+    from tvmflow.adapter.runtime import local_session
     from tvmflow.threads import scoped
     pkg = Package.load(module)
     check_runnable(pkg)
@@ -153,9 +153,9 @@ def run(module: str | Path, input: str | Path | None = None,
         if not saved.parent.is_dir():
             raise TvmflowError(f"output directory {saved.parent} does not exist")
     with scoped(n):
-        measured = local_threads(n)
-        lib = load_library(pkg.path)
-        y = run_local(lib, x, "cuda" if pkg.device == "cuda" else "cpu")
+        session = local_session("cuda" if pkg.device == "cuda" else "cpu")
+        measured = session.use_threads(n)
+        y = session.load(pkg.path).infer(x)
     if saved is not None:
         import io
         buf = io.BytesIO()
