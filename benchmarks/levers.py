@@ -195,64 +195,73 @@ def _copy_other_cpu_sets(root: Path, args) -> None:
             shutil.copytree(d, dest, ignore=shutil.ignore_patterns("logs"))
 
 
+def _tune_levers(args, keep: Path) -> list[dict]:
+    """Tune the variant once per selected lever into ``keep/l<i>``; one row per lever."""
+    from tvmflow.adapter.pipeline import PipelineOptions
+    from tvmflow.tuning.tune import tune
+    rows: list[dict] = []
+    roots: dict[str, Path] = {}
+    for i, (label, opts) in enumerate(LEVERS.items()):
+        if (args.only or args.lever) and not (
+                any(o in label for o in args.only or ()) or label in (args.lever or ())):
+            continue
+        opts = dict(opts)
+        if opts.get("other_cpu"):
+            root = keep / f"l{i}"
+            _copy_other_cpu_sets(root, args)
+            rows.append({"lever": label, "root": root, "trials": None, "est_ms": None,
+                         "tune_s": 0.0})
+            continue
+        if "same_as" in opts:
+            if opts["same_as"] == "repo":
+                roots["repo"] = "repo"
+            if opts["same_as"] not in roots:
+                continue
+            rows.append({"lever": label, "root": roots[opts["same_as"]], "trials": None,
+                         "est_ms": None, "tune_s": 0.0, "time_threads": opts["time_threads"]})
+            continue
+        per_round = opts.pop("per_round", args.per_round)
+        seed = opts.pop("seed", 0)
+        trials = args.trials * opts.pop("trials_x", 1)
+        adapt = opts.pop("adapt", None)
+        root = keep / f"l{i}"
+        if adapt:  # the other CPUs' sets of the repo, beside this lever's empty one
+            _copy_other_cpu_sets(root, args)
+        res = tune(args.variant, "host", trials=trials, per_round=per_round, seed=seed,
+                   root=root, options=None if adapt else PipelineOptions(**opts),
+                   fresh=not args.keep, adapt=adapt, threads=args.threads)
+        roots[label] = root
+        rows.append({"lever": label, "root": root, "trials": res.trials_total,
+                     "est_ms": res.est_total_ms, "tune_s": res.wall_s, "seed": seed})
+        print(json.dumps({k: str(v) if k == "root" else v for k, v in rows[-1].items()}),
+              flush=True)
+    return rows
+
+
+def _time_levers(args, rows: list[dict]) -> dict:
+    """Time every lever's module and the repo's shipped log in one fresh process."""
+    cmd = [sys.executable, __file__, "_timeall", "--variant", args.variant, "--rounds",
+           str(args.rounds), "--repeat", str(args.repeat), "--threads", str(args.threads),
+           "--root", ",".join([str(r["root"]) for r in rows] + ["repo"]),
+           "--root-threads", ",".join([str(r.get("time_threads") or args.threads)
+                                       for r in rows] + [str(args.threads)])]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"timing failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def cmd_levers(args) -> None:
     """Tune the variant once per lever into a root of its own (same budget and seed unless
     the lever changes them), then time every tuned module -- and the repo's shipped log for
     this CPU -- side by side in one fresh process (a module timed in the process that tuned
     it runs slower)."""
-    from tvmflow.adapter.pipeline import PipelineOptions
-    from tvmflow.tuning.tune import tune
     unknown = sorted(set(args.lever or ()) - set(LEVERS))
     if unknown:
         sys.exit(f"unknown lever {unknown[0]!r}; the levers: {', '.join(LEVERS)}")
-    rows = []
     with tempfile.TemporaryDirectory(prefix="tvmflow-levers-") as tmp:
-        keep = Path(args.keep) if args.keep else Path(tmp)
-        roots: dict[str, Path] = {}
-        for i, (label, opts) in enumerate(LEVERS.items()):
-            if (args.only or args.lever) and not (
-                    any(o in label for o in args.only or ()) or label in (args.lever or ())):
-                continue
-            opts = dict(opts)
-            if opts.get("other_cpu"):
-                root = keep / f"l{i}"
-                _copy_other_cpu_sets(root, args)
-                rows.append({"lever": label, "root": root, "trials": None, "est_ms": None,
-                             "tune_s": 0.0})
-                continue
-            if "same_as" in opts:
-                if opts["same_as"] == "repo":
-                    roots["repo"] = "repo"
-                if opts["same_as"] not in roots:
-                    continue
-                rows.append({"lever": label, "root": roots[opts["same_as"]], "trials": None,
-                             "est_ms": None, "tune_s": 0.0,
-                             "time_threads": opts["time_threads"]})
-                continue
-            per_round = opts.pop("per_round", args.per_round)
-            seed = opts.pop("seed", 0)
-            trials = args.trials * opts.pop("trials_x", 1)
-            adapt = opts.pop("adapt", None)
-            root = keep / f"l{i}"
-            if adapt:  # the other CPUs' sets of the repo, beside this lever's empty one
-                _copy_other_cpu_sets(root, args)
-            res = tune(args.variant, "host", trials=trials, per_round=per_round, seed=seed,
-                       root=root, options=None if adapt else PipelineOptions(**opts),
-                       fresh=not args.keep, adapt=adapt, threads=args.threads)
-            roots[label] = root
-            rows.append({"lever": label, "root": root, "trials": res.trials_total,
-                         "est_ms": res.est_total_ms, "tune_s": res.wall_s, "seed": seed})
-            print(json.dumps({k: str(v) if k == "root" else v for k, v in rows[-1].items()}),
-                  flush=True)
-        cmd = [sys.executable, __file__, "_timeall", "--variant", args.variant, "--rounds",
-               str(args.rounds), "--repeat", str(args.repeat), "--threads", str(args.threads),
-               "--root", ",".join([str(r["root"]) for r in rows] + ["repo"]),
-               "--root-threads", ",".join([str(r.get("time_threads") or args.threads)
-                                           for r in rows] + [str(args.threads)])]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode:
-            sys.exit(f"timing failed:\n{proc.stderr[-3000:]}")
-        t = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows = _tune_levers(args, Path(args.keep) if args.keep else Path(tmp))
+        t = _time_levers(args, rows)
     mods = t["modules"]
     shipped = mods[-1]
     rows.append({"lever": f"shipped log for this CPU ({shipped['trials']} trials)",
