@@ -273,3 +273,49 @@ def test_board_of_another_arch_is_refused_before_compiling(tmp_path):
     assert (f"Error: target rpi4 compiles for aarch64 but the RPC server {server.address} is "
             "x86_64") in r.stderr
     assert "compiling" not in r.stderr and not (tmp_path / "arts").exists()
+
+
+def test_one_runtime_for_local_and_remote(tmp_path):
+    """The same LoadedModule calls run a module in this process (through TVM's
+    rpc.LocalSession) and on an RPC server, with the same output; an executable built here
+    and per-kernel timing (a Python callback) stay in this process."""
+    import numpy as np
+    import tvm
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+    from tvmflow.adapter.runtime import local_session
+    from tvmflow.runtime.session import Route, open_session
+
+    @I.ir_module
+    class Mod:
+        @R.function
+        def main(x: R.Tensor((4, 8), "float32")):
+            with R.dataflow():
+                y = R.nn.relu(x)
+                z = R.add(y, x)
+                R.output(z)
+            return (z,)
+    ex = tvm.compile(Mod, target="llvm")
+    so = tmp_path / "m.so"
+    ex.export_library(str(so))
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype("float32")
+    want = np.maximum(x, 0) + x
+    here = local_session()
+    assert type(here.remote).__name__ == "LocalSession"
+    outs = {"local .so": here.load(so).infer(x), "local executable": here.load(ex).infer(x)}
+    with open_session(Route("local-rpc"), timeout=30, threads=1) as remote:
+        loaded = remote.load(so)
+        outs["rpc .so"] = loaded.infer(x)
+        assert loaded.time(3).shape == (3,) and loaded.calls == 1 + 3 + 1
+        with pytest.raises(TvmflowError, match="per-kernel timing runs in this process"):
+            loaded.kernels()
+        with pytest.raises(TvmflowError, match="built in this process cannot run on the RPC"):
+            remote.load(ex)
+    for where, out in outs.items():
+        np.testing.assert_allclose(out, want, rtol=1e-6, err_msg=where)
+    loaded = here.load(so)
+    loaded.set_input(x)
+    timer = loaded.kernels()
+    assert [c.name for c in timer.calls] == ["relu", "add"]
+    assert timer.calls[1].shapes == [(4, 8), (4, 8), (4, 8)]
+    assert all(t > 0 for c in timer.calls for t in timer.time(c, number=2, repeat=2))
