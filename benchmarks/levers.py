@@ -61,11 +61,10 @@ LEVERS = {
 }
 
 
-def _tuned_vm(model, preset, root: Path | None, x, dev):
+def _tuned_module(session, model, preset, root: Path | None, x):
     """Compile ``model`` with its log under ``root`` (None: the repo's) through the shared
-    pipeline, run it once; returns ``(vm, meta, coverage, max abs error vs PyTorch)``."""
-    import tvm
-    from tvm import relax
+    pipeline and load it in ``session`` with ``x`` set; returns ``(loaded module, meta,
+    coverage, max abs error vs PyTorch)``."""
     from tvmflow.tuning import schedules as S
     from tvmflow.adapter import pipeline
     db, meta = S.load_for_compile(preset, model.name, root=root)
@@ -73,34 +72,28 @@ def _tuned_vm(model, preset, root: Path | None, x, dev):
     opts = (pipeline.PipelineOptions.from_json(meta["pipeline"]) if meta.get("pipeline")
             else pipeline.default_options(preset.tvm_target(), model.mod))
     ex, cov = pipeline.build(model.mod, preset, db, options=opts)
-    vm = relax.VirtualMachine(ex, dev)
-    vm.set_input("main", tvm.runtime.tensor(x, dev))
-    vm.invoke_stateful("main")
-    out = vm.get_outputs("main")
-    while isinstance(out, (tuple, list)) or not hasattr(out, "numpy"):
-        out = out[0]
-    return vm, meta, cov, float(np.abs(out.numpy() - model.reference(x)).max())
+    loaded = session.load(ex)
+    out = loaded.infer(x)
+    return loaded, meta, cov, float(np.abs(out - model.reference(x)).max())
 
 
 def time_variant(variant: str, root: Path | None, rounds: int, repeat: int, threads: int) -> dict:
-    import tvm
     from tvmflow.adapter.pipeline import PipelineOptions
+    from tvmflow.adapter.runtime import local_session
     from tvmflow.measure.baselines import make_baselines
     from tvmflow.ir.frontend import import_model
     from tvmflow.target.presets import get_target
     preset = get_target("host")
     model = import_model(variant)
     x = model.example_input()
-    dev = tvm.cpu()
-    vm, info, cov, err = _tuned_vm(model, preset, root, x, dev)
-    timer = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeat)
+    loaded, info, cov, err = _tuned_module(local_session(), model, preset, root, x)
     others = make_baselines(variant, model.torch_model, x, threads)
     for r in others:
         r.run(10)
     samples: dict[str, list] = {"tvm": []}
     samples.update({r.kind: [] for r in others})
     for _ in range(rounds):
-        samples["tvm"] += list(timer("main").results)
+        samples["tvm"] += list(loaded.time(repeat))
         for r in others:
             samples[r.kind] += list(r.time(repeat))
     for r in others:
@@ -141,26 +134,25 @@ def time_many(variant: str, roots: list[Path | None], rounds: int, repeat: int,
     ``root_threads``: TVM's thread count for each module (default ``threads``); the pool is
     set before each module's turn (``runtime.config_threadpool``).
     """
-    import tvm
-    from tvmflow.adapter.runtime import local_threads
+    from tvmflow.adapter.runtime import local_session
     from tvmflow.measure.baselines import make_baselines
     from tvmflow.ir.frontend import import_model
     from tvmflow.target.presets import get_target
     preset = get_target("host")
     model = import_model(variant)
     x = model.example_input()
-    dev = tvm.cpu()
+    session = local_session()
     root_threads = root_threads or [threads] * len(roots)
     timers, info = [], []
     for root, n in zip(roots, root_threads):
-        local_threads(n)
-        vm, meta, cov, err = _tuned_vm(model, preset, root, x, dev)
-        timers.append((vm, vm.time_evaluator("invoke_stateful", dev, number=1, repeat=repeat)))
+        session.use_threads(n)
+        loaded, meta, cov, err = _tuned_module(session, model, preset, root, x)
+        timers.append(loaded)
         info.append({"root": str(root) if root else "repo", "trials": meta.get("trials"),
                      "tuned_tasks": cov["tuned"], "tasks": cov["tasks"], "max_abs_err": err,
                      "tvm_threads": n, "cpu_set": meta.get("cpu"),
                      "pipeline": meta.get("pipeline")})
-    local_threads(threads)
+    session.use_threads(threads)
     others = make_baselines(variant, model.torch_model, x, threads)
     for r in others:
         r.run(10)
@@ -169,10 +161,10 @@ def time_many(variant: str, roots: list[Path | None], rounds: int, repeat: int,
     for k in range(rounds):
         order = range(len(timers)) if k % 2 == 0 else reversed(range(len(timers)))
         for i in order:
-            local_threads(root_threads[i])
-            samples[i] += list(timers[i][1]("main").results)
+            session.use_threads(root_threads[i])
+            samples[i] += list(timers[i].time(repeat))
             time.sleep(SETTLE)
-        local_threads(threads)
+        session.use_threads(threads)
         for r in others:
             base[r.kind] += list(r.time(repeat))
             time.sleep(SETTLE)
@@ -203,64 +195,73 @@ def _copy_other_cpu_sets(root: Path, args) -> None:
             shutil.copytree(d, dest, ignore=shutil.ignore_patterns("logs"))
 
 
+def _tune_levers(args, keep: Path) -> list[dict]:
+    """Tune the variant once per selected lever into ``keep/l<i>``; one row per lever."""
+    from tvmflow.adapter.pipeline import PipelineOptions
+    from tvmflow.tuning.tune import tune
+    rows: list[dict] = []
+    roots: dict[str, Path] = {}
+    for i, (label, opts) in enumerate(LEVERS.items()):
+        if (args.only or args.lever) and not (
+                any(o in label for o in args.only or ()) or label in (args.lever or ())):
+            continue
+        opts = dict(opts)
+        if opts.get("other_cpu"):
+            root = keep / f"l{i}"
+            _copy_other_cpu_sets(root, args)
+            rows.append({"lever": label, "root": root, "trials": None, "est_ms": None,
+                         "tune_s": 0.0})
+            continue
+        if "same_as" in opts:
+            if opts["same_as"] == "repo":
+                roots["repo"] = "repo"
+            if opts["same_as"] not in roots:
+                continue
+            rows.append({"lever": label, "root": roots[opts["same_as"]], "trials": None,
+                         "est_ms": None, "tune_s": 0.0, "time_threads": opts["time_threads"]})
+            continue
+        per_round = opts.pop("per_round", args.per_round)
+        seed = opts.pop("seed", 0)
+        trials = args.trials * opts.pop("trials_x", 1)
+        adapt = opts.pop("adapt", None)
+        root = keep / f"l{i}"
+        if adapt:  # the other CPUs' sets of the repo, beside this lever's empty one
+            _copy_other_cpu_sets(root, args)
+        res = tune(args.variant, "host", trials=trials, per_round=per_round, seed=seed,
+                   root=root, options=None if adapt else PipelineOptions(**opts),
+                   fresh=not args.keep, adapt=adapt, threads=args.threads)
+        roots[label] = root
+        rows.append({"lever": label, "root": root, "trials": res.trials_total,
+                     "est_ms": res.est_total_ms, "tune_s": res.wall_s, "seed": seed})
+        print(json.dumps({k: str(v) if k == "root" else v for k, v in rows[-1].items()}),
+              flush=True)
+    return rows
+
+
+def _time_levers(args, rows: list[dict]) -> dict:
+    """Time every lever's module and the repo's shipped log in one fresh process."""
+    cmd = [sys.executable, __file__, "_timeall", "--variant", args.variant, "--rounds",
+           str(args.rounds), "--repeat", str(args.repeat), "--threads", str(args.threads),
+           "--root", ",".join([str(r["root"]) for r in rows] + ["repo"]),
+           "--root-threads", ",".join([str(r.get("time_threads") or args.threads)
+                                       for r in rows] + [str(args.threads)])]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"timing failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def cmd_levers(args) -> None:
     """Tune the variant once per lever into a root of its own (same budget and seed unless
     the lever changes them), then time every tuned module -- and the repo's shipped log for
     this CPU -- side by side in one fresh process (a module timed in the process that tuned
     it runs slower)."""
-    from tvmflow.adapter.pipeline import PipelineOptions
-    from tvmflow.tuning.tune import tune
     unknown = sorted(set(args.lever or ()) - set(LEVERS))
     if unknown:
         sys.exit(f"unknown lever {unknown[0]!r}; the levers: {', '.join(LEVERS)}")
-    rows = []
     with tempfile.TemporaryDirectory(prefix="tvmflow-levers-") as tmp:
-        keep = Path(args.keep) if args.keep else Path(tmp)
-        roots: dict[str, Path] = {}
-        for i, (label, opts) in enumerate(LEVERS.items()):
-            if (args.only or args.lever) and not (
-                    any(o in label for o in args.only or ()) or label in (args.lever or ())):
-                continue
-            opts = dict(opts)
-            if opts.get("other_cpu"):
-                root = keep / f"l{i}"
-                _copy_other_cpu_sets(root, args)
-                rows.append({"lever": label, "root": root, "trials": None, "est_ms": None,
-                             "tune_s": 0.0})
-                continue
-            if "same_as" in opts:
-                if opts["same_as"] == "repo":
-                    roots["repo"] = "repo"
-                if opts["same_as"] not in roots:
-                    continue
-                rows.append({"lever": label, "root": roots[opts["same_as"]], "trials": None,
-                             "est_ms": None, "tune_s": 0.0,
-                             "time_threads": opts["time_threads"]})
-                continue
-            per_round = opts.pop("per_round", args.per_round)
-            seed = opts.pop("seed", 0)
-            trials = args.trials * opts.pop("trials_x", 1)
-            adapt = opts.pop("adapt", None)
-            root = keep / f"l{i}"
-            if adapt:  # the other CPUs' sets of the repo, beside this lever's empty one
-                _copy_other_cpu_sets(root, args)
-            res = tune(args.variant, "host", trials=trials, per_round=per_round, seed=seed,
-                       root=root, options=None if adapt else PipelineOptions(**opts),
-                       fresh=not args.keep, adapt=adapt, threads=args.threads)
-            roots[label] = root
-            rows.append({"lever": label, "root": root, "trials": res.trials_total,
-                         "est_ms": res.est_total_ms, "tune_s": res.wall_s, "seed": seed})
-            print(json.dumps({k: str(v) if k == "root" else v for k, v in rows[-1].items()}),
-                  flush=True)
-        cmd = [sys.executable, __file__, "_timeall", "--variant", args.variant, "--rounds",
-               str(args.rounds), "--repeat", str(args.repeat), "--threads", str(args.threads),
-               "--root", ",".join([str(r["root"]) for r in rows] + ["repo"]),
-               "--root-threads", ",".join([str(r.get("time_threads") or args.threads)
-                                           for r in rows] + [str(args.threads)])]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode:
-            sys.exit(f"timing failed:\n{proc.stderr[-3000:]}")
-        t = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows = _tune_levers(args, Path(args.keep) if args.keep else Path(tmp))
+        t = _time_levers(args, rows)
     mods = t["modules"]
     shipped = mods[-1]
     rows.append({"lever": f"shipped log for this CPU ({shipped['trials']} trials)",

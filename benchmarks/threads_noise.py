@@ -60,12 +60,12 @@ def child(args) -> None:
         threads = sess.get_session_options().intra_op_num_threads
     else:
         from tvmflow.adapter.runtime import local_session
-        loaded = local_session("cpu").load(args.module)
+        session = local_session("cpu")
+        loaded = session.load(args.module)
         loaded.set_input(x)
         loaded.run(args.warmup)
         samples = [float(s) for s in loaded.time(args.runs)]
-        from tvmflow.adapter.runtime import _measure_local_threads
-        threads = _measure_local_threads()
+        threads = session.num_threads()
     print(json.dumps({"samples": samples, "threads": threads}))
 
 
@@ -85,13 +85,20 @@ def main() -> None:
     if args._child:
         child(args)
         return
+    from tvmflow.target.presets import get_target
+    from tvmflow.threads import resolve
+    preset = get_target("host")
+    samples, seen = _time_settings(args, resolve(preset, args.threads))
+    _print_rows(args, preset.cpu_key, samples, seen)
+
+
+def _time_settings(args, n: int) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Compile the variant, then time it under every setting, each round in fresh child
+    processes, the settings interleaved; the samples and thread counts per setting."""
     from tvmflow.artifact.compile import compile as compile_variant
     from tvmflow.adapter.frontend import export_onnx
     from tvmflow.ir.frontend import import_model
-    from tvmflow.target.presets import get_target
-    from tvmflow.threads import child_env, resolve
-    preset = get_target("host")
-    n = resolve(preset, args.threads)
+    from tvmflow.threads import child_env
     with tempfile.TemporaryDirectory(prefix="tvmflow-noise-") as tmp:
         tmp = Path(tmp)
         pkg = compile_variant(args.variant, "host", output=tmp / "model.so")
@@ -117,7 +124,10 @@ def main() -> None:
                 out = json.loads(proc.stdout.strip().splitlines()[-1])
                 samples[label] += out["samples"]
                 seen[label] = out["threads"]
-    cpu = preset.cpu_key
+    return samples, seen
+
+
+def _print_rows(args, cpu: str, samples: dict[str, list[float]], seen: dict[str, int]) -> None:
     print(f"{args.variant} on {cpu}, {args.rounds} rounds x {args.runs} single runs per setting, "
           f"each in a fresh process, interleaved (load average {os.getloadavg()[0]:.1f} at the end)")
     print(f"{'setting':36s} {'threads':>7s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'CV %':>6s}")

@@ -132,7 +132,8 @@ def test_no_board_under_the_key(artifacts, tmp_path):
 
 
 def test_module_for_another_arch_is_refused_before_upload(tmp_path):
-    from tvmflow.measure.bench import BenchOptions, ModuleRef, run
+    from tvmflow.artifact.modules import ModuleRef
+    from tvmflow.measure.bench import BenchOptions, run
     from tvmflow.runtime.session import Route
     so = rpc.build_add_module(tmp_path / "add-aarch64.so", rpc.AARCH64_TARGET,
                               cross_cc="aarch64-linux-gnu-gcc")
@@ -155,7 +156,8 @@ def test_cross_target_needs_a_board(tmp_path):
 
 
 def test_wrong_module_fails_the_output_check(artifacts):
-    from tvmflow.measure.bench import BenchOptions, ModuleRef, run
+    from tvmflow.artifact.modules import ModuleRef
+    from tvmflow.measure.bench import BenchOptions, run
     from tvmflow.runtime.session import Route
     wrong = ModuleRef("pruned", artifacts / "host" / "pruned-a8.so", arch="x86_64")
     with pytest.raises(TvmflowError, match="pruned: the output on the device differs from PyTorch"):
@@ -229,19 +231,19 @@ def test_route_resolution_order():
 
 def test_emulated_board_is_recognised(monkeypatch):
     from tvmflow import board
-    from tvmflow.measure.bench import _emulated_board
+    from tvmflow.measure.environment import emulated_board
     from tvmflow.runtime.session import Route
     info = board.BoardInfo(name="emu0", key="rpi4-emu", host="127.0.0.1", port=9091, pid=1,
                            tracker="127.0.0.1:9190", tracker_owned=True, log="", root="")
     monkeypatch.setattr(board, "running_boards", lambda: [info])
-    assert _emulated_board(Route("tracker", "localhost:9190", "rpi4-emu"))
-    assert _emulated_board(Route("rpc", "127.0.0.1:9091"))
-    assert not _emulated_board(Route("tracker", "127.0.0.1:9190", "rpi4"))
-    assert not _emulated_board(Route("tracker", "10.1.1.1:9190", "rpi4-emu"))
+    assert emulated_board(Route("tracker", "localhost:9190", "rpi4-emu"))
+    assert emulated_board(Route("rpc", "127.0.0.1:9091"))
+    assert not emulated_board(Route("tracker", "127.0.0.1:9190", "rpi4"))
+    assert not emulated_board(Route("tracker", "10.1.1.1:9190", "rpi4-emu"))
 
 
 def test_module_ref_reads_trials_seed_and_arch_from_the_sidecar(tmp_path):
-    from tvmflow.measure.bench import module_from_package
+    from tvmflow.artifact.modules import module_from_package
     from tvmflow.artifact.package import Package as P
     from tvmflow.artifact.sidecar import Sidecar
 
@@ -275,3 +277,49 @@ def test_board_of_another_arch_is_refused_before_compiling(tmp_path):
     assert (f"Error: target rpi4 compiles for aarch64 but the RPC server {server.address} is "
             "x86_64") in r.stderr
     assert "compiling" not in r.stderr and not (tmp_path / "arts").exists()
+
+
+def test_one_runtime_for_local_and_remote(tmp_path):
+    """The same LoadedModule calls run a module in this process (through TVM's
+    rpc.LocalSession) and on an RPC server, with the same output; an executable built here
+    and per-kernel timing (a Python callback) stay in this process."""
+    import numpy as np
+    import tvm
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+    from tvmflow.adapter.runtime import local_session
+    from tvmflow.runtime.session import Route, open_session
+
+    @I.ir_module
+    class Mod:
+        @R.function
+        def main(x: R.Tensor((4, 8), "float32")):
+            with R.dataflow():
+                y = R.nn.relu(x)
+                z = R.add(y, x)
+                R.output(z)
+            return (z,)
+    ex = tvm.compile(Mod, target="llvm")
+    so = tmp_path / "m.so"
+    ex.export_library(str(so))
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype("float32")
+    want = np.maximum(x, 0) + x
+    here = local_session()
+    assert type(here.remote).__name__ == "LocalSession"
+    outs = {"local .so": here.load(so).infer(x), "local executable": here.load(ex).infer(x)}
+    with open_session(Route("local-rpc"), timeout=30, threads=1) as remote:
+        loaded = remote.load(so)
+        outs["rpc .so"] = loaded.infer(x)
+        assert loaded.time(3).shape == (3,) and loaded.calls == 1 + 3 + 1
+        with pytest.raises(TvmflowError, match="per-kernel timing runs in this process"):
+            loaded.kernels()
+        with pytest.raises(TvmflowError, match="built in this process cannot run on the RPC"):
+            remote.load(ex)
+    for where, out in outs.items():
+        np.testing.assert_allclose(out, want, rtol=1e-6, err_msg=where)
+    loaded = here.load(so)
+    loaded.set_input(x)
+    timer = loaded.kernels()
+    assert [c.name for c in timer.calls] == ["relu", "add"]
+    assert timer.calls[1].shapes == [(4, 8), (4, 8), (4, 8)]
+    assert all(t > 0 for c in timer.calls for t in timer.time(c, number=2, repeat=2))

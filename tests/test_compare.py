@@ -37,7 +37,8 @@ class FakeRunner:
 
 
 def _measure_order(interleave: bool, rounds: int = 3):
-    from tvmflow.measure.bench import BenchOptions, _measure
+    from tvmflow.measure.bench import BenchOptions
+    from tvmflow.measure.rounds import measure
     log = []
     report = BenchReport("compare", "host")
     runners = {}
@@ -45,7 +46,7 @@ def _measure_order(interleave: bool, rounds: int = 3):
         report.results.append(VariantResult(v, 1, 1))
         runners[v] = [FakeRunner(v, "tvm", log), FakeRunner(v, "torch", log)]
     opts = BenchOptions(warmup=0, min_repeats=6, min_time=0, rounds=rounds, settle=0)
-    _measure(report, runners, opts, interleave=interleave, say=lambda m: None,
+    measure(report, runners, opts, interleave=interleave, say=lambda m: None,
              after_round=lambda: None)
     timed = log[6:]                      # the first 6 calls are the latency probes
     return report, timed
@@ -163,9 +164,33 @@ def test_compare_cli_through_local_rpc_server(artifacts, tmp_path):
     assert "Alignment effect" in (out / "report.md").read_text()
     # the layer-by-layer side-by-side, with each layer's channels
     assert "per-layer latency" in r.stdout
-    layers = json.loads((out / "per_layer.json").read_text())
-    assert "pruned-a8" in (out / "per_layer.md").read_text()
-    assert "47" in json.dumps(layers) and "48" in json.dumps(layers)   # conv1: 47 vs 48 channels
+    _check_per_layer(json.loads((out / "per_layer.json").read_text()),
+                     (out / "per_layer.md").read_text())
+
+
+def _check_per_layer(side: dict, md: str) -> None:
+    """per_layer.json / .md of ``compare --per-layer pruned,pruned-a8``: each variant's conv
+    layers carry its own channel counts (conv0: 47 vs 48 outputs), with measured times."""
+    from tvmflow.spec.registry import get_spec
+    assert side["variants"] == ["pruned", "pruned-a8"]
+    assert [r["variant"] for r in side["results"]] == ["pruned", "pruned-a8"]
+    for res in side["results"]:
+        assert res["rounds"] == 10 and len(res["end_to_end_ms"]) == 10
+        layers = {row["name"]: row for row in res["layers"]}
+        for geo in get_spec(res["variant"]).layers():
+            row = layers[geo["name"]]
+            assert (row["cin"], row["cout"], row["groups"]) == (geo["cin"], geo["cout"],
+                                                                geo["groups"]), row
+            assert row["median_ms"] > 0
+    conv0 = {r["variant"]: next(x for x in r["layers"] if x["name"] == "conv0")
+             for r in side["results"]}
+    assert (conv0["pruned"]["cout"], conv0["pruned-a8"]["cout"]) == (47, 48)
+    # the side-by-side row of conv0: cin/cout of each variant in its own column
+    cols = side["columns"]
+    row = next(r for r in side["rows"] if r[0] == "conv0")
+    assert (row[cols.index("pruned cin/cout")], row[cols.index("pruned-a8 cin/cout")]) == \
+        ("3/47", "3/48")
+    assert "| conv0 | 3/47 |" in md and " | 3/48 | " in md.split("| conv0 |")[1].split("\n")[0]
 
 
 def test_per_layer_needs_two_known_variants_on_this_machine(tmp_path):

@@ -124,15 +124,12 @@ def test_rule_schedules_the_blocked_convs_and_tuning_skips_them(net):
 
 @pytest.mark.parametrize("block", [8, 16])
 def test_fixed_rule_results_match_pytorch(net, block):
-    import tvm
-    from tvm import relax
-    from tvmflow.adapter.build import first_output
+    from tvmflow.adapter.runtime import local_session
     model, x, mod = net
     opts = P.PipelineOptions(layout="NCHWc", block=block, conv_rule="fixed")
     ex, cov = P.build(mod, _host(), None, options=opts)
     assert len(cov["fixed"]) == 4
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    out = first_output(vm["main"](tvm.runtime.tensor(x.numpy())))
+    out = local_session().load(ex).infer(x.numpy())
     with torch.no_grad():
         ref = model(x).numpy()
     assert out.shape == ref.shape
@@ -153,9 +150,7 @@ def test_verify_cli_with_the_fixed_rule(run_cli):
 def test_blocked_stem_writes_nchwc_from_the_rgb_input(net, block):
     """With the blocked stem the first conv (3 input channels) reads its input as one chunk
     and writes NCHW{block}c itself: every conv is blocked and fixed, and results hold."""
-    import tvm
-    from tvm import relax
-    from tvmflow.adapter.build import first_output
+    from tvmflow.adapter.runtime import local_session
     model, x, mod = net
     tgt = _host()
     opts = P.PipelineOptions(layout="NCHWc", block=block, conv_rule="fixed", blocked_stem=True)
@@ -165,8 +160,7 @@ def test_blocked_stem_writes_nchwc_from_the_rgb_input(net, block):
     assert plain["convs"] == {"NCHW": 1, f"NCHW{block}c": 4}, plain
     ex, cov = P.build(mod, tgt, None, options=opts)
     assert len(cov["fixed"]) == 5
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    out = first_output(vm["main"](tvm.runtime.tensor(x.numpy())))
+    out = local_session().load(ex).infer(x.numpy())
     with torch.no_grad():
         ref = model(x).numpy()
     assert float(np.abs(out - ref).max()) <= TOL
@@ -191,10 +185,8 @@ class _Stem(nn.Module):
     (12, False, False),  # more input channels than the block
 ])
 def test_blocked_stem_only_rewrites_stems(cin, twice, rewritten):
-    import tvm
-    from tvm import relax
-    from tvmflow.adapter.build import first_output
     from tvmflow.adapter.frontend import from_torch
+    from tvmflow.adapter.runtime import local_session
     torch.manual_seed(0)
     model = _Stem(cin, twice).eval()
     x = torch.randn(1, cin, 8, 8)
@@ -204,8 +196,7 @@ def test_blocked_stem_only_rewrites_stems(cin, twice, rewritten):
     convs = P.layout_summary(mod, tgt, opts)["convs"]
     assert ("NCHW" not in convs) == rewritten, convs
     ex, _cov = P.build(mod, tgt, None, options=opts)
-    out = first_output(relax.VirtualMachine(ex, tvm.cpu())["main"](
-        tvm.runtime.tensor(x.numpy())))
+    out = local_session().load(ex).infer(x.numpy())
     with torch.no_grad():
         assert float(np.abs(out - model(x).numpy()).max()) <= TOL
     with pytest.raises(TvmflowError, match="blocked stem needs layout NCHWc"):

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 from tvmflow.tuning import schedules as S
-from tvmflow.workspace import shipped_dir
 from tvmflow.target.cpus import Candidate, cpu_traits, isa_from_flags, rank, rank_key, why_near
 from tvmflow.errors import TvmflowError
 from tvmflow.target.presets import _cpu_flags, get_target

@@ -26,17 +26,13 @@ def _host():
 
 def _run(mod, target, options):
     """Build untuned through the shared pipeline and run once on the host CPU."""
-    import tvm
-    from tvm import relax
+    from tvmflow.adapter.runtime import local_session
     ex, _cov = P.build(mod, target, None, options=options)
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    return vm
+    return local_session().load(ex)
 
 
-def _output(vm, x):
-    from tvmflow.adapter.build import first_output
-    import tvm
-    return first_output(vm["main"](tvm.runtime.tensor(x)))
+def _output(loaded, x):
+    return loaded.infer(x)
 
 
 @pytest.mark.parametrize("mcpu,block", [("znver2", 8), ("haswell", 8), ("znver4", 16),

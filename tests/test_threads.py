@@ -157,7 +157,12 @@ def test_report_warns_when_thread_counts_differ():
 def test_report_names_schedules_from_another_cpu():
     """compare on a CPU without its own schedule set says so: the warning, the table's
     trials cell and the JSON name the CPU the schedules were tuned on and this one."""
-    from tvmflow.measure.bench import _schedule_set
+    from pathlib import Path
+    from tvmflow.artifact.modules import schedule_set
+    from tvmflow.artifact.package import Package
+
+    def _schedule_set(sidecar):
+        return schedule_set(Package(Path("m.so"), sidecar))
     rep = _report({"tvm": 2, "pytorch": 2, "onnxruntime": 2})
     sidecar = {"schedules": {"path": "x", "sha256": "0", "cpu": "emeraldrapids",
                              "running_on": "znver2", "match": "nearest",

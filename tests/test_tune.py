@@ -70,7 +70,7 @@ def test_rerun_within_budget_does_nothing(tuned):
 
 def test_pipeline_build_applies_database(tuned):
     from tvmflow.adapter import pipeline
-    from tvmflow.adapter.build import run_local
+    from tvmflow.adapter.runtime import local_session
     from tvmflow.ir.frontend import import_model
     from tvmflow.target.presets import get_target
     root, _ = tuned
@@ -84,7 +84,7 @@ def test_pipeline_build_applies_database(tuned):
     assert cov["tasks"] == meta["n_tasks"] and cov["tuned"] == meta["n_tuned_tasks"] >= 1
     assert cov["tuned"] + cov["default"] == cov["tasks"]
     x = model.example_input()
-    np.testing.assert_allclose(run_local(ex, x), model.reference(x), atol=1e-4)
+    np.testing.assert_allclose(local_session().load(ex).infer(x), model.reference(x), atol=1e-4)
 
 
 def test_sigint_keeps_records_and_resume_continues(tuned, tmp_path):

@@ -91,8 +91,9 @@ def test_bn_statistics_matter():
 
 def test_user_onnx_file_imports(tmp_path):
     """A user with only an ONNX file gets a Relax module through import_onnx_file."""
-    from tvmflow.adapter.build import build, run_local
+    from tvmflow.adapter.build import build
     from tvmflow.adapter.frontend import export_onnx
+    from tvmflow.adapter.runtime import local_session
     from tvmflow.ir.frontend import import_onnx_file, torch_model_for
     from tvmflow.spec.nin import example_input
     from tvmflow.target.presets import get_target
@@ -101,7 +102,7 @@ def test_user_onnx_file_imports(tmp_path):
     x = example_input(spec, 3)
     path = export_onnx(model, x, tmp_path / "user.onnx")
     mod = import_onnx_file(path)
-    out = run_local(build(mod, get_target("host").tvm_target()), x.numpy())
+    out = local_session().load(build(mod, get_target("host").tvm_target())).infer(x.numpy())
     with torch.no_grad():
         assert np.abs(out - model(x).numpy()).max() <= 1e-4
 

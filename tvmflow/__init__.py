@@ -19,7 +19,8 @@ from tvmflow.spec.registry import create_model, get_spec, list_models
 from tvmflow.ir.frontend import import_model
 from tvmflow.artifact.compile import compile
 from tvmflow.tuning.tune import tune
-from tvmflow.measure.bench import bench, compare
+from tvmflow.measure.bench import bench
+from tvmflow.experiments.compare import compare
 from tvmflow.runtime.run import run
 from tvmflow.ir.verify import verify
 from tvmflow.spec.prune import prune

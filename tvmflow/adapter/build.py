@@ -1,8 +1,7 @@
-"""Build a Relax module for a target and run it on a local device."""
+"""Build a Relax module for a target and write it as a shared library (running it is
+:mod:`tvmflow.adapter.runtime`'s job)."""
 
 from __future__ import annotations
-
-import numpy as np
 
 
 def build(mod, target):
@@ -13,23 +12,6 @@ def build(mod, target):
     tgt = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
     with nvcc_build(tgt):
         return tvm.compile(mod, target=tgt)
-
-
-def run_local(executable, x: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Run ``main`` of a built executable (or a loaded library) on a local device."""
-    import tvm
-    from tvm import relax
-    dev = tvm.cpu() if device == "cpu" else tvm.cuda()
-    vm = relax.VirtualMachine(executable, dev)
-    out = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x), dev))
-    return first_output(out)
-
-
-def first_output(out) -> np.ndarray:
-    """The imported NIN returns a 1-tuple (an Array in the VM); unwrap it."""
-    if hasattr(out, "numpy"):
-        return out.numpy()
-    return out[0].numpy()
 
 
 def export_library(executable, path, *, cross_compiler: str | None = None,
@@ -60,8 +42,3 @@ def export_library(executable, path, *, cross_compiler: str | None = None,
                             cubin_bytes=report.kernels_bytes)
     return info
 
-
-def load_library(path):
-    """Load a compiled ``.so`` (a Relax VM executable) for :func:`run_local`."""
-    import tvm
-    return tvm.runtime.load_module(str(path))

@@ -1,16 +1,21 @@
-"""Load and time a compiled module on a device: local, or remote through a TVM RPC session.
+"""The one runtime: load a compiled module on a device and run or time it, here or remote.
 
-One code path for both: a :class:`RuntimeSession` wraps either nothing (this process) or an
-``RPCSession``; :meth:`RuntimeSession.load` uploads (remote) and loads the ``.so`` and returns
-a :class:`LoadedModule`, whose calls are identical in both cases:
+A :class:`RuntimeSession` always wraps a TVM ``RPCSession``: an ``rpc.LocalSession`` for this
+process (``mode="local"``), or a session to an RPC server (a board, a GPU machine, the loopback
+server tvmflow starts).  Local and remote are then the same calls -- ``upload``,
+``load_module``, the session's device, the Relax VM, ``time_evaluator`` -- and
+:meth:`RuntimeSession.load` returns a :class:`LoadedModule`:
 
 * ``set_input(x)`` copies the input to the device once;
 * ``first_run()`` -- the very first call of ``main`` after load, timed on its own (host wall
   clock around one synchronous call; for a remote device the RPC round trip measured just
   before is subtracted and reported);
-* ``output()`` -- the output of the last call, as numpy (for the check against PyTorch);
-* ``time(repeat)`` -- ``repeat`` single runs of ``main``, timed ON the device by TVM's
-  ``time_evaluator`` (``number=1``: one run per sample, no means of means).
+* ``run(n)``, ``output()`` (the first output of the last call, as numpy) and ``infer(x)``
+  (input, one run, output);
+* ``time(repeat, number=1)`` -- ``repeat`` samples of ``main``, timed ON the device by TVM's
+  ``time_evaluator`` (``number=1``: one run per sample, no means of means);
+* ``kernels()`` -- per-kernel timing for ``tvmflow profile`` (:mod:`tvmflow.adapter.profile`;
+  in this process only: TVM's VM instrument is a Python callback, which RPC cannot carry).
 
 Every remote call runs inside :func:`tvmflow.adapter.rpc.remote_errors`, so a server that dies
 mid-benchmark ends in a TvmflowError, not a traceback or a hang.
@@ -19,8 +24,8 @@ mid-benchmark ends in a TvmflowError, not a traceback or a hang.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import platform
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,83 +35,66 @@ import numpy as np
 
 from tvmflow.errors import TvmflowError
 from tvmflow.adapter import rpc
+from tvmflow.adapter.arch import elf_arch, normalize_arch, triple_arch
 
-# ELF e_machine values
-_ELF_MACHINES = {3: "i386", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64", 21: "ppc64"}
-_ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64", "armv7l": "arm",
-                 "armv7": "arm", "armv8": "aarch64"}
-
-
-def normalize_arch(name: str | None) -> str | None:
-    if not name:
-        return None
-    name = name.lower()
-    return _ARCH_ALIASES.get(name, name)
-
-
-def triple_arch(triple: str | None) -> str | None:
-    """``"aarch64-linux-gnu"`` -> ``"aarch64"``."""
-    return normalize_arch(triple.split("-", 1)[0]) if triple else None
-
-
-def elf_arch(path: str | Path) -> str | None:
-    """The CPU architecture a shared library was built for (from its ELF header)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(20)
-    except OSError:
-        return None
-    if len(head) < 20 or head[:4] != b"\x7fELF":
-        return None
-    endian = "<" if head[5] == 1 else ">"
-    machine = struct.unpack(endian + "H", head[18:20])[0]
-    return _ELF_MACHINES.get(machine, f"elf-machine-{machine}")
+# a module built in this process, handed to the LocalSession as load_module hands over a file's
+_TAKE = "tvmflow.runtime.take_module"
+_HELD: dict[str, Any] = {}
+_TOKENS = itertools.count()
 
 
 @dataclass
 class RuntimeSession:
-    """Where modules run: this process (``remote is None``) or an RPC server."""
+    """Where modules run: this process (an ``rpc.LocalSession``) or an RPC server."""
 
     mode: str                          # "local", "rpc", "tracker" or "local-rpc"
     address: str = "this process"      # "host:port" of the server (or tracker) for remote
     key: str | None = None
-    remote: Any = field(default=None, repr=False)   # tvm.rpc.RPCSession
+    remote: Any = field(default=None, repr=False)   # tvm.rpc.RPCSession (LocalSession: local)
     device_kind: str = "cpu"
     _arch: str | None = field(default=None, repr=False)
     _loaded: int = field(default=0, repr=False)
 
     @property
-    def where(self) -> str:
-        if self.mode == "tracker":
-            return f"the board under key {self.key!r} (tracker {self.address})"
-        return f"the RPC server {self.address}" if self.is_remote else "this machine"
-
-    def server_id(self) -> str | None:
-        """Tells the servers behind one tracker key apart: the server's work directory."""
-        if not self.is_remote:
-            return None
-        return rpc.server_workdir(self.remote)
+    def is_local(self) -> bool:
+        return self.mode == "local"
 
     @property
     def is_remote(self) -> bool:
-        return self.remote is not None
+        return not self.is_local
+
+    @property
+    def where(self) -> str:
+        if self.mode == "tracker":
+            return f"the board under key {self.key!r} (tracker {self.address})"
+        return "this machine" if self.is_local else f"the RPC server {self.address}"
+
+    def server_id(self) -> str | None:
+        """Tells the servers behind one tracker key apart: the server's work directory."""
+        return None if self.is_local else rpc.server_workdir(self.remote)
 
     def _guard(self, what: str):
-        if self.is_remote:
-            return rpc.remote_errors(f"{what} on {self.where}")
-        return _local_errors(what)
+        return _local_errors(what) if self.is_local else rpc.remote_errors(f"{what} on {self.where}")
+
+    def check_device(self) -> None:
+        """A CUDA session in this process needs a GPU here: name what is missing, before any
+        slow compile (a remote server says so itself when asked for its device)."""
+        if self.is_local and self.device_kind == "cuda":
+            from tvmflow.adapter.cuda import probe_gpu
+            gpu = probe_gpu()
+            if not gpu.ok:
+                raise TvmflowError(f"no CUDA device on this machine: {gpu.missing}",
+                                   hint="run a CUDA target on a machine with its GPU, or "
+                                        "through RPC (--rpc / --tracker)")
 
     def device(self):
-        import tvm
-        if self.is_remote:
-            with self._guard("cannot open the device"):
-                return self.remote.cuda(0) if self.device_kind == "cuda" else self.remote.cpu(0)
-        return tvm.cuda(0) if self.device_kind == "cuda" else tvm.cpu(0)
+        with self._guard("cannot open the device"):
+            return self.remote.cuda(0) if self.device_kind == "cuda" else self.remote.cpu(0)
 
     def arch(self) -> str | None:
         """The server's CPU architecture (``x86_64``, ``aarch64``); None when unknown."""
         if self._arch is None:
-            if not self.is_remote:
+            if self.is_local:
                 self._arch = normalize_arch(platform.machine())
             else:
                 try:
@@ -117,8 +105,8 @@ class RuntimeSession:
         return self._arch
 
     def round_trip(self, n: int = 5) -> float:
-        """Median seconds of an empty call to the device (0 locally)."""
-        if not self.is_remote:
+        """Median seconds of an empty call to the device (0 in this process)."""
+        if self.is_local:
             return 0.0
         dev = self.device()
         times = []
@@ -144,33 +132,54 @@ class RuntimeSession:
                      "or connect to a board of that architecture")
         return server
 
-    def load(self, path: str | Path, expected_arch: str | None = None) -> "LoadedModule":
-        """Upload (remote) and load ``path`` and create its Relax VM on the device."""
-        import tvm
+    def load(self, module, expected_arch: str | None = None) -> "LoadedModule":
+        """Upload and load ``module`` -- a compiled ``.so`` path, or (this process only) an
+        executable built here -- and create its Relax VM on the device."""
         from tvm import relax
-        path = Path(path)
+        if isinstance(module, (str, Path)):
+            path = Path(module)
+            rt_mod, name = self._upload(path, expected_arch), path.name
+        else:
+            rt_mod, name, path = self._hand_over(module), "the built module", None
+        dev = self.device()
+        with self._guard(f"cannot start the Relax VM of {name}"):
+            vm = relax.VirtualMachine(rt_mod, dev)
+        return LoadedModule(self, vm, dev, name, path if path is not None else module)
+
+    def _upload(self, path: Path, expected_arch: str | None):
         if not path.is_file():
             raise TvmflowError(f"compiled module {path} does not exist")
         self.check_arch(path, expected_arch)
-        if self.is_remote:
-            # a unique name per upload: the server caches loaded libraries by path
-            self._loaded += 1
-            with self._guard(f"cannot upload {path.name}"):
-                name = f"tvmflow-{self._loaded}-{path.name}"
-                self.remote.upload(str(path), target=name)
-                mod = self.remote.load_module(name)
-        else:
-            with self._guard(f"cannot load {path}"):
-                mod = tvm.runtime.load_module(str(path))
-        dev = self.device()
-        with self._guard(f"cannot start the Relax VM of {path.name}"):
-            vm = relax.VirtualMachine(mod, dev)
-        return LoadedModule(self, vm, dev, path.name)
+        # a unique name per upload: the server caches loaded libraries by path
+        self._loaded += 1
+        what = f"cannot load {path}" if self.is_local else f"cannot upload {path.name}"
+        with self._guard(what):
+            name = f"tvmflow-{self._loaded}-{path.name}"
+            self.remote.upload(str(path), target=name)
+            return self.remote.load_module(name)
+
+    def _hand_over(self, executable):
+        """An executable built in this process, as the LocalSession's module (the way its
+        ``load_module`` hands over a loaded file: a global function returns it)."""
+        import tvm
+        if not self.is_local:
+            raise TvmflowError(f"a module built in this process cannot run on {self.where} "
+                               "without a file", hint="compile it (tvmflow compile) and bench it")
+        if not tvm.get_global_func(_TAKE, allow_missing=True):
+            tvm.register_global_func(_TAKE, _HELD.pop, override=True)
+        token = f"m{next(_TOKENS)}"
+        with self._guard("cannot load the built module"):
+            _HELD[token] = (executable.jit() if isinstance(executable, tvm.runtime.Executable)
+                            else executable)
+            try:
+                return self.remote.get_function(_TAKE)(token)
+            finally:
+                _HELD.pop(token, None)
 
     def num_threads(self) -> int:
         """TVM's thread count where this session runs its modules, asked there:
         ``runtime.NumThreads`` on the server, or :func:`local_threads` in this process."""
-        if not self.is_remote:
+        if self.is_local:
             return _measure_local_threads()
         with self._guard("cannot ask TVM's thread count"):
             return int(self.remote.get_function("runtime.NumThreads")())
@@ -184,7 +193,7 @@ class RuntimeSession:
         compares and warns.  In this process see :func:`local_threads` (a count that cannot
         be had is an error).
         """
-        if not self.is_remote:
+        if self.is_local:
             return local_threads(n)
         measured = self.num_threads()
         if measured != n:
@@ -268,13 +277,16 @@ class LoadedModule:
     vm: Any = field(repr=False)
     dev: Any = field(repr=False)
     name: str
+    source: Any = field(default=None, repr=False)   # the .so path, or the executable built here
     calls: int = 0
     _input: Any = field(default=None, repr=False)
+    _x: Any = field(default=None, repr=False)
 
     def set_input(self, x: np.ndarray) -> None:
         import tvm
+        self._x = np.ascontiguousarray(x)
         with self.session._guard(f"cannot copy the input of {self.name} to the device"):
-            self._input = tvm.runtime.tensor(np.ascontiguousarray(x), self.dev)
+            self._input = tvm.runtime.tensor(self._x, self.dev)
             self.vm.set_input("main", self._input)
 
     def _call(self) -> None:
@@ -309,46 +321,54 @@ class LoadedModule:
                 outs = outs[0]
             return outs.numpy()
 
-    def time(self, repeat: int) -> np.ndarray:
-        """``repeat`` single-run latencies (seconds), timed on the device.
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Set ``x``, run ``main`` once, return its first output."""
+        self.set_input(x)
+        self.run(1)
+        return self.output()
 
-        TVM's time_evaluator makes one untimed call first, then ``repeat`` samples of
-        ``number=1`` run each.
+    def time(self, repeat: int, number: int = 1) -> np.ndarray:
+        """``repeat`` latencies (seconds; each the mean of ``number`` runs), timed on the device.
+
+        TVM's time_evaluator makes one untimed call first, then ``repeat`` samples.
         """
-        repeat = max(int(repeat), 1)
+        repeat, number = max(int(repeat), 1), max(int(number), 1)
         with self.session._guard(f"{self.name}: timing failed"):
-            fn = self.vm.time_evaluator("invoke_stateful", self.dev, number=1, repeat=repeat)
+            fn = self.vm.time_evaluator("invoke_stateful", self.dev, number=number,
+                                        repeat=repeat)
             res = fn("main")
-            self.calls += repeat + 1
+            self.calls += repeat * number + 1
             return np.asarray(res.results, dtype=np.float64)
+
+    def kernels(self):
+        """The kernel calls of ``main`` with the input set, each timeable on its own
+        (:class:`tvmflow.adapter.profile.KernelTimer`), in this process only."""
+        import tvm
+        from tvmflow.adapter.profile import KernelTimer
+        if not self.session.is_local:
+            raise TvmflowError(f"per-kernel timing runs in this process, not on {self.session.where}: "
+                               "TVM's VM instrument is a Python callback, which RPC cannot carry",
+                               hint="profile on the machine itself (tvmflow profile)")
+        if self._x is None:
+            raise TvmflowError(f"{self.name}: set the input before timing its kernels")
+        with self.session._guard(f"cannot load {self.name} for per-kernel timing"):
+            src = self.source
+            if isinstance(src, Path):
+                src = tvm.runtime.load_module(str(src))
+            elif isinstance(src, tvm.runtime.Executable):
+                src = src.jit()
+            dev = tvm.cuda(0) if self.session.device_kind == "cuda" else tvm.cpu(0)
+            return KernelTimer.record(src, dev, tvm.runtime.tensor(self._x, dev))
 
 
 def local_session(device_kind: str = "cpu") -> RuntimeSession:
-    return RuntimeSession("local", device_kind=device_kind)
+    """This process, through TVM's ``rpc.LocalSession`` (the same calls as a server)."""
+    import logging
+    from tvm import rpc as tvm_rpc
+    logging.getLogger("RPCServer").setLevel(logging.WARNING)   # its load_module INFO line
+    return RuntimeSession("local", remote=tvm_rpc.LocalSession(), device_kind=device_kind)
 
 
 def remote_session(remote, mode: str, address: str, key: str | None = None,
                    device_kind: str = "cpu") -> RuntimeSession:
     return RuntimeSession(mode, address, key, remote, device_kind)
-
-
-def export_executable(executable, path: str | Path, cross_cc: str | None = None) -> Path:
-    """Write a built executable as a shared library (tests and tools that skip compile)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if cross_cc:
-        from tvm.support import cc
-        executable.export_library(str(path), fcompile=cc.cross_compiler(cross_cc))
-    else:
-        executable.export_library(str(path))
-    return path
-
-
-def build_variant_library(variant: str, path: str | Path, target: dict[str, Any],
-                          seed: int = 0, cross_cc: str | None = None) -> Path:
-    """Untuned build of a registry variant into ``path`` (.so) -- for tests without compile."""
-    from tvmflow.ir.frontend import import_model
-    from tvmflow.adapter.build import build
-    from tvmflow.adapter.target import make_target
-    model = import_model(variant, seed=seed)
-    return export_executable(build(model.mod, make_target(target)), path, cross_cc)

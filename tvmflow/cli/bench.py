@@ -73,7 +73,8 @@ def _one_board(ctx, param, value):
 def _run(command, variants, target, via, rpc_addr, tracker, key, warmup, min_repeats, min_time,
          max_time, rounds, baselines, check, seed, threads, timeout, output, force,
          per_layer=None, cuda_graph=False, boards=1):
-    from tvmflow.measure.bench import BenchOptions, bench, compare
+    from tvmflow.experiments.compare import compare
+    from tvmflow.measure.bench import BenchOptions, bench
     from tvmflow.ui import console, err_console
     options = BenchOptions(warmup=warmup, min_repeats=min_repeats, min_time=min_time,
                            max_time=max_time, rounds=rounds, baselines=baselines, check=check, timeout=timeout,

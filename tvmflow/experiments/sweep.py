@@ -416,7 +416,8 @@ def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: i
     schedules where they exist; recompiled when stale); otherwise a module with TVM's default
     schedules compiled into ``module_dir``.
     """
-    from tvmflow.measure.bench import BenchOptions, ensure_module, module_from_package, run
+    from tvmflow.artifact.modules import ensure_module, module_from_package
+    from tvmflow.measure.bench import BenchOptions, run
     from tvmflow.artifact.compile import compile as compile_variant
     from tvmflow.runtime.session import resolve_route
     say = on_step or (lambda _msg: None)
@@ -440,13 +441,8 @@ def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: i
     for m in modules:
         res = report.result(m.variant)
         samples[m.variant] = [1e3 * float(t) for t in res.latency["tvm"].samples]
-        schedules[m.variant] = _schedules_text(m)
+        schedules[m.variant] = m.schedules_text
     return samples, schedules, report.threads.get("tvm")
-
-
-def _schedules_text(module) -> str:
-    from tvmflow.measure.profile import _schedules_text as text
-    return text(module.sidecar)
 
 
 # ---------------------------------------------------------------------------- outputs

@@ -75,11 +75,11 @@ def check_options(tolerance: float, layout: str | None, conv_rule: str | None) -
 def _verify(variants, frontends, host, *, seed: int, tolerance: float, threads: int,
             layout: str | None, on_row, conv_rule: str | None = None) -> VerifyResult:
     from tvmflow.adapter import pipeline
-    from tvmflow.adapter.build import run_local
-    from tvmflow.adapter.runtime import local_threads
+    from tvmflow.adapter.runtime import local_session
     from tvmflow.ir.frontend import import_model
     target = host.tvm_target()
-    measured = local_threads(threads)
+    session = local_session()
+    measured = session.use_threads(threads)
     rows = []
     labels: list[str] = []
     for name in variants:
@@ -89,7 +89,7 @@ def _verify(variants, frontends, host, *, seed: int, tolerance: float, threads: 
             if options.label not in labels:
                 labels.append(options.label)
             x = model.example_input()
-            out = run_local(pipeline.build(model.mod, target, None, options=options)[0], x)
+            out = session.load(pipeline.build(model.mod, target, None, options=options)[0]).infer(x)
             ref = model.reference(x)
             if out.shape != ref.shape:
                 raise TvmflowError(f"{name} via {fe}: TVM output shape {out.shape} != PyTorch {ref.shape}")

@@ -134,8 +134,7 @@ def run(module: str | Path, input: str | Path | None = None,
     ``threads``: TVM's thread count (default ``TVM_NUM_THREADS``, else the target's
     ``num-cores``).  ``force``: replace an existing ``output`` file.
     """
-    from tvmflow.adapter.build import load_library, run_local
-    from tvmflow.adapter.runtime import local_threads
+    from tvmflow.adapter.runtime import local_session
     from tvmflow.threads import scoped
     pkg = Package.load(module)
     saved = None
@@ -150,9 +149,9 @@ def run(module: str | Path, input: str | Path | None = None,
     n = _threads_for(pkg, threads)
     x, source = load_input(pkg, input)
     with scoped(n):
-        measured = local_threads(n)
-        lib = load_library(pkg.path)
-        y = run_local(lib, x, "cuda" if pkg.device == "cuda" else "cpu")
+        session = local_session("cuda" if pkg.device == "cuda" else "cpu")
+        measured = session.use_threads(n)
+        y = session.load(pkg.path).infer(x)
     if saved is not None:
         import io
         buf = io.BytesIO()

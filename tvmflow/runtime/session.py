@@ -1,7 +1,9 @@
-"""The ONE session factory: where ``bench`` / ``compare`` run their modules.
+"""The ONE session factory: where ``bench`` / ``compare`` / ``sweep`` run their modules.
 
-:func:`open_session` yields a :class:`tvmflow.adapter.runtime.RuntimeSession`; whatever the
-route, the caller then does the same upload / load / run calls:
+:func:`open_session` yields a :class:`tvmflow.adapter.runtime.RuntimeSession` (``run``,
+``profile`` and ``verify`` open its local kind, ``adapter.runtime.local_session``, directly);
+whatever the route, the caller then does the same upload / load / run calls -- in this
+process too, through TVM's ``rpc.LocalSession``:
 
 * ``rpc="HOST:PORT"``            -- straight to one RPC server;
 * ``tracker="HOST:PORT"`` + key  -- a server registered under ``key`` at a tracker (also from
