@@ -116,7 +116,7 @@ STATIC = [
     (["sweep", "-o", "{file}"], "is a file"),
     (["profile"], "Missing option '--variant'"),
     (["profile", "-v", "pruned", "--rounds", "0"], "'--rounds': 0 is not in the range x>=1"),
-    (["profile", "-v", "pruned", "--min-ms", "0"], "'--min-ms': 0.0 is not in the range x>0"),
+    (["profile", "-v", "pruned", "--min-ms", "-1"], "'--min-ms': -1.0 is not in the range x>=0"),
     (["profile", "-v", "pruned", "--min-ms", "nan"], "'nan' is not a finite number"),
     (["profile", "-v", "pruned", "--threads", "0"], "'--threads': 0 is not in the range x>=1"),
     (["profile", "-v", "pruned", "-o", "{dir}"], "is a directory"),

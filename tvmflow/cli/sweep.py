@@ -5,7 +5,7 @@ import json
 import click
 
 from tvmflow.cli import cli
-from tvmflow.cli.options import (COUNT, OUT_DIR, OUT_FILE, POSITIVE, POSITIVE_FLOAT, VIA,
+from tvmflow.cli.options import (COUNT, NON_NEGATIVE, OUT_DIR, OUT_FILE, POSITIVE, POSITIVE_FLOAT, VIA,
                                  seed_option, threads_option)
 
 
@@ -19,7 +19,7 @@ def _step(quiet: bool):
 @click.option("--variant", "-v", required=True, help="Variant to profile.")
 @click.option("--against", default=None, help="Second variant: a side-by-side per-layer table.")
 @click.option("--rounds", type=POSITIVE, default=20, show_default=True, help="Interleaved timing rounds.")
-@click.option("--min-ms", type=POSITIVE_FLOAT, default=2.0, show_default=True,
+@click.option("--min-ms", type=NON_NEGATIVE, default=2.0, show_default=True,
               help="Minimum length of one sample (ms).")
 @click.option("--untuned", is_flag=True, help="Use TVM's default schedules even if tuned ones exist.")
 @seed_option("Seed of the random weights and input.")
