@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from tvmflow import signals
 from tvmflow.measure.baselines import GPU_BASELINES, LABELS
 from tvmflow.errors import TvmflowError
 from tvmflow.workspace import Workspace
@@ -50,6 +51,7 @@ from tvmflow.runtime.session import Route, open_session, preflight
 from tvmflow.threads import resolve as resolve_threads
 
 Say = Callable[[str], None]
+CALL_S = 0.5   # seconds of runs per time() call at most: a signal waits for a C++ call to return
 
 
 def _quiet(_: str) -> None:
@@ -453,8 +455,10 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
         raise
     except KeyboardInterrupt:
         report.partial, report.error = True, "interrupted"
-        if out_dir is not None:
-            report.save_partial(out_dir)
+        if out_dir is not None and any(lat.n for r in report.results for lat in r.latency.values()):
+            signals.kept(f"the partial results measured so far are in {report.save_partial(out_dir)}")
+        elif partial_path is not None:        # nothing measured: no partial report to keep
+            Path(partial_path).unlink(missing_ok=True)
         raise
     finally:
         for runners in runners_per_variant.values():
@@ -576,11 +580,13 @@ def _measure(report: BenchReport, runners_per_variant: dict[str, list], opts: Be
     from tvmflow.measure.stats import Latency
     # warm up and estimate each runner's latency (decides the repeats per round)
     est: dict[tuple[str, str], int] = {}  # repeats per round
+    per_call: dict[tuple[str, str], int] = {}  # repeats per time() call: ~CALL_S each
     for variant, runners in runners_per_variant.items():
         for r in runners:
             if opts.warmup:
                 r.run(opts.warmup)
             probe = r.time(max(1, min(5, opts.min_repeats)))
+            per_call[(variant, r.kind)] = max(1, int(CALL_S / max(float(np.median(probe)), 1e-7)))
             est[(variant, r.kind)] = n = _repeats_per_round(float(np.median(probe)), opts)
             if n * opts.rounds < opts.min_repeats:
                 report.result(variant).runner_info.setdefault(r.kind, {})["capped"] = (
@@ -595,8 +601,10 @@ def _measure(report: BenchReport, runners_per_variant: dict[str, list], opts: Be
             for variant in group:
                 result = report.result(variant)
                 for r in runners_per_variant[variant]:
-                    samples = r.time(est[(variant, r.kind)])
-                    result.latency[r.kind].extend(samples)
+                    n, step = est[(variant, r.kind)], per_call[(variant, r.kind)]
+                    for done in range(0, n, step):  # Ctrl-C lands between bounded calls
+                        signals.check()
+                        result.latency[r.kind].extend(r.time(min(step, n - done)))
                     time.sleep(opts.settle)
             say(f"round {rnd + 1}/{opts.rounds}: " + ", ".join(
                 f"{v} {report.result(v).p50() * 1e3:.3f} ms" for v in group))
