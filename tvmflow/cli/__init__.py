@@ -90,4 +90,7 @@ def _echo(line: str) -> None:
 
 
 def run() -> None:
-    sys.exit(main())
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        signals.exit_now(code)
+    sys.exit(code)
