@@ -246,3 +246,71 @@ def _stop(run: Run, sig: signal.Signals, bound: float) -> float:
     said = "-" if run.error_at is None else f"{run.error_at - sent:.1f}"
     print(f"{sig.name}: Error line {said} s and exit {took:.1f} s after it", file=sys.stderr)
     return took
+
+
+# ----------------------------------------------------------------------------- in this process
+
+
+@pytest.fixture
+def installed():
+    from tvmflow import signals
+    previous = signals.install()
+    try:
+        yield signals
+    finally:
+        signals.restore(previous)
+        signals.reset()
+
+
+def _quietly(sig: signal.Signals, signals) -> None:
+    """Deliver ``sig``, which must not raise (a raise here would stop the whole session)."""
+    try:
+        signal.raise_signal(sig)
+    except signals.Interrupted:
+        pytest.fail(f"{sig.name} raised Interrupted")
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_each_stop_signal_is_one_interruption(installed, signame):
+    sig = signal.Signals[signame]
+    with pytest.raises(installed.Interrupted) as caught:
+        signal.raise_signal(sig)
+    assert caught.value.signum == sig and isinstance(caught.value, KeyboardInterrupt)
+    assert installed.received() == sig
+    with pytest.raises(installed.Interrupted):       # a loop that carried on stops here
+        installed.check()
+
+
+def test_second_signal_during_cleanup_is_ignored_then_raises_again(installed, monkeypatch):
+    with pytest.raises(installed.Interrupted):
+        signal.raise_signal(signal.SIGINT)
+    _quietly(signal.SIGTERM, installed)               # within GRACE_S: the cleanup goes on
+    monkeypatch.setattr(installed, "GRACE_S", 0.0)
+    with pytest.raises(installed.Interrupted) as caught:
+        signal.raise_signal(signal.SIGTERM)           # the first one was swallowed somewhere
+    assert installed.received() == signal.SIGINT and caught.value.signum == signal.SIGTERM
+
+
+def test_sigterm_and_sighup_follow_a_commands_own_ctrl_c_handler(installed):
+    seen = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:                                              # tune: stop after the batch
+        _quietly(signal.SIGTERM, installed)
+        _quietly(signal.SIGHUP, installed)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert seen == [signal.SIGTERM, signal.SIGHUP] and installed.received() is None
+
+
+def test_restore_puts_back_the_handlers_and_an_ignored_sighup_stays_ignored():
+    from tvmflow import signals
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup
+    try:
+        before = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
+        previous = signals.install()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is not before[signal.SIGTERM]
+        signals.restore(previous)
+        assert {s: signal.getsignal(s) for s in signals.STOP_SIGNALS} == before
+    finally:
+        signal.signal(signal.SIGHUP, old)
