@@ -314,3 +314,26 @@ def test_restore_puts_back_the_handlers_and_an_ignored_sighup_stays_ignored():
         assert {s: signal.getsignal(s) for s in signals.STOP_SIGNALS} == before
     finally:
         signal.signal(signal.SIGHUP, old)
+
+
+def test_an_error_caused_by_a_signal_ends_as_interrupted(capsys):
+    """TVM may turn the signal into a RuntimeError, and tvmflow that into a TvmflowError."""
+    from tvmflow import signals
+    from tvmflow.cli import cli, main
+    from tvmflow.errors import TvmflowError
+
+    @cli.command("signal-test")
+    def _command():
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except signals.Interrupted:
+            signals.kept("the partial results measured so far are in X")
+            raise TvmflowError("timing failed on the RPC server") from None
+    try:
+        assert main(["signal-test"]) == EXIT_INTERRUPTED
+    finally:
+        cli.commands.pop("signal-test")
+        signals.reset()
+    err = capsys.readouterr().err
+    assert err.strip() == ("Error: interrupted; the partial results measured so far are in X")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL    # main() put it back

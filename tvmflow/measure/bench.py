@@ -448,6 +448,7 @@ def run(target: str, modules: list[ModuleRef], route: Route, *, command: str = "
             report.partial, report.error = True, str(exc)
             if out_dir is not None:
                 partial_path = report.save_partial(out_dir)
+                signals.kept(f"the partial results measured so far are in {partial_path}")
                 raise TvmflowError(f"{exc.message}; the partial results measured so far are in "
                                    f"{partial_path}", hint=exc.hint) from None
         elif partial_path is not None:        # nothing measured: no partial report to keep
