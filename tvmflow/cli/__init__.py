@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from tvmflow import signals
 from tvmflow._version import __version__
 from tvmflow.errors import EXIT_INTERRUPTED, TvmflowError
 
@@ -40,22 +41,52 @@ for _name in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every ending is one line and an exit code, never a traceback.
+
+    Ctrl-C, SIGTERM and SIGHUP all end as ``Error: interrupted`` (:mod:`tvmflow.signals`),
+    naming what the command kept; so does an error that a signal caused on its way out of TVM.
+    """
+    previous = signals.install()
+    try:
+        return _main(argv)
+    finally:
+        signals.restore(previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="tvmflow", standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        return _interrupted()
     except TvmflowError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        if signals.received() is not None:
+            return _interrupted()
+        _echo(f"Error: {exc}")
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("Error: interrupted", err=True)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        click.echo("Error: interrupted", err=True)
-        return EXIT_INTERRUPTED
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except Exception:
+        if signals.received() is not None:   # e.g. a TVM RuntimeError raised by the signal
+            return _interrupted()
+        raise
     return 0
 
 
+def _interrupted() -> int:
+    _echo("; ".join(["Error: interrupted", *signals.kept_lines()]))
+    return EXIT_INTERRUPTED
+
+
+def _echo(line: str) -> None:
+    try:
+        click.echo(line, err=True)
+    except OSError:   # SIGHUP: the terminal may be gone
+        pass
+
+
 def run() -> None:
-    sys.exit(main())
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        signals.exit_now(code)
+    sys.exit(code)

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from tvmflow import signals
 from tvmflow.errors import TvmflowError
 from tvmflow.workspace import Workspace
 from tvmflow.artifact.modules import ModuleRef, ensure_module
@@ -110,6 +111,7 @@ class _Run:
             self.report.partial, self.report.error = True, str(exc)
             if self.out_dir is not None:
                 path = self.report.save_partial(self.out_dir)
+                signals.kept(f"the partial results measured so far are in {path}")
                 raise TvmflowError(f"{exc.message}; the partial results measured so far are "
                                    f"in {path}", hint=exc.hint) from None
         elif self.partial is not None:        # nothing measured: no partial report to keep
@@ -117,8 +119,12 @@ class _Run:
 
     def interrupted(self) -> None:
         self.report.partial, self.report.error = True, "interrupted"
-        if self.out_dir is not None:
-            self.report.save_partial(self.out_dir)
+        if self.out_dir is not None and any(lat.n for r in self.report.results
+                                            for lat in r.latency.values()):
+            path = self.report.save_partial(self.out_dir)
+            signals.kept(f"the partial results measured so far are in {path}")
+        elif self.partial is not None:        # nothing measured: no partial report to keep
+            Path(self.partial).unlink(missing_ok=True)
 
     def close(self) -> None:
         for runners in self.runners.values():

@@ -18,12 +18,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from tvmflow import signals
 from tvmflow.errors import TvmflowError
 from tvmflow.artifact.modules import ModuleRef
 from tvmflow.measure.baselines import LABELS
 from tvmflow.measure.report import BenchReport, VariantResult
 
 Say = Callable[[str], None]
+CALL_S = 0.5   # seconds of runs per time() call at most: a signal waits for a C++ call to return
 
 
 class TvmRunner:
@@ -142,16 +144,19 @@ def repeats_per_round(est: float, opts) -> int:
 
 
 def _warm_up(report: BenchReport, runners_per_variant: dict[str, list], opts
-             ) -> dict[tuple[str, str], int]:
-    """Warm every runner up and estimate its latency: the repeats it gets per round."""
+             ) -> dict[tuple[str, str], tuple[int, int]]:
+    """Warm every runner up and estimate its latency: the repeats it gets per round, and per
+    time() call."""
     from tvmflow.measure.stats import Latency
-    est: dict[tuple[str, str], int] = {}
+    est: dict[tuple[str, str], tuple[int, int]] = {}
     for variant, runners in runners_per_variant.items():
         for r in runners:
             if opts.warmup:
                 r.run(opts.warmup)
             probe = float(np.median(r.time(max(1, min(5, opts.min_repeats)))))
-            est[(variant, r.kind)] = n = repeats_per_round(probe, opts)
+            n = repeats_per_round(probe, opts)
+            # and per time() call at most ~CALL_S: a signal waits for the C++ call to return
+            est[(variant, r.kind)] = (n, max(1, int(CALL_S / max(probe, 1e-7))))
             if n * opts.rounds < opts.min_repeats:
                 report.result(variant).runner_info.setdefault(r.kind, {})["capped"] = (
                     f"{n * opts.rounds} runs instead of {opts.min_repeats}: ~"
@@ -174,7 +179,10 @@ def measure(report: BenchReport, runners_per_variant: dict[str, list], opts, *,
             for variant in group:
                 result = report.result(variant)
                 for r in runners_per_variant[variant]:
-                    result.latency[r.kind].extend(r.time(est[(variant, r.kind)]))
+                    n, step = est[(variant, r.kind)]
+                    for done in range(0, n, step):  # Ctrl-C lands between bounded calls
+                        signals.check()
+                        result.latency[r.kind].extend(r.time(min(step, n - done)))
                     time.sleep(opts.settle)
             say(f"round {rnd + 1}/{opts.rounds}: " + ", ".join(
                 f"{v} {report.result(v).p50() * 1e3:.3f} ms" for v in group))
