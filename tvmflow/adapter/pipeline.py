@@ -13,8 +13,9 @@ Stages (the order of ``static_shape_tuning_pipeline`` in ``tvm/relax/pipeline.py
 
 * :func:`prepare` -- before task extraction: ``DecomposeOpsForInference`` (BatchNorm in
   inference form), optional ``ConvertLayout`` to NHWC, optional folding of BatchNorm into
-  the conv weights (:mod:`.fold`), with ``layout="NCHWc"`` the blocked layout (:mod:`.nchwc`: channels
-  zero-padded to the block, ``ConvertLayout`` to ``NCHW{b}c``, blocked conv legalization),
+  the conv weights (:mod:`.fold`), with ``layout="NCHWc"`` the blocked layout
+  (:mod:`.nchwc`: channels zero-padded to the block, ``ConvertLayout`` to ``NCHW{b}c``,
+  blocked conv legalization),
   ``LegalizeOps`` / ``FoldConstant`` / ``FuseOps`` / ``FuseTIR``, with
   ``conv_rule="fixed"`` the fixed NeoCPU-style schedule on the blocked convs
   (:mod:`.conv_rule`; those functions are then no tuning tasks), and with
