@@ -107,85 +107,76 @@ def _pipelines(variants: list[str], cpu: str | None) -> str:
         f"{label} ({', '.join(vs)})" for label, vs in labels.items()) + "."
 
 
-def render() -> str:
-    sweep = json.loads((SWEEP_DIR / "sweep.json").read_text())
-    prof = json.loads(PROFILE_JSON.read_text())
-    machine = sweep["machine"]
-    rows = sweep["rows"]
-    ref = next(r for r in rows if r["align"] == 1)
-    sweep_rows = []
-    for r in rows:
-        sweep_rows.append([r["align"], f"`{r['variant']}`", " ".join(map(str, r["channels"])),
-                           f"{r['macs'] / 1e6:.2f}", f"{r['params']:,}", f"{r['p50_ms']:.3f}",
-                           f"{r['ci_low_ms']:.3f} – {r['ci_high_ms']:.3f}",
-                           f"{r['p50_ms'] / ref['p50_ms']:.3f}", r["schedules"]])
-    faster = sweep["faster_with_more_macs"]
-    more_macs = [r["align"] for r in rows if r["macs"] > ref["macs"]]
+def _verdict(rows, ref, faster) -> str:
+    """Whether an aligned variant with more MACs than N=1 is nevertheless faster."""
     if faster:
-        verdict = (f"N = {', '.join(map(str, faster))} "
-                   + ("has" if len(faster) == 1 else "have")
-                   + f" more MACs than `{ref['variant']}` (N=1) and " + ("is" if len(faster) == 1 else "are")
-                   + " nevertheless faster: the 95 % CI lies entirely below N=1's.")
-    else:
-        verdict = ("No aligned variant with more MACs than N=1 is faster with non-overlapping "
-                   "95 % confidence intervals on this machine" +
-                   (f" (more MACs: N = {', '.join(map(str, more_macs))})." if more_macs else "."))
-    pipelines = _pipelines([r["variant"] for r in rows],
-                           (machine.get("detected") or {}).get("llvm_cpu"))
-    cols = prof["columns"]
-    per_layer = _md_table(cols, prof["rows"])
-    r0, r1 = prof["results"]
-    elapsed = sweep["elapsed_s"]
-    trials = sweep["trials"]
-    budget = ("the tuned schedules in `schedules/host/<cpu>/` (this CPU's set, else the nearest "
-              "CPU's) where they exist (no tuning in the run)"
-              if trials is None else "TVM's default schedules (no tuning)" if trials == 0
-              else f"each variant's log tuned in the run to at least {trials} MetaSchedule "
-              "trials (XGBoost cost model; a log that already had more kept them, and "
-              "`--schedules` gives the run a log root of its own), the trials per variant in "
-              "the last column")
-    png = (SWEEP_DIR / "sweep.png").relative_to(ROOT)
-    caveat = _caveat(rows)
+        return (f"N = {', '.join(map(str, faster))} "
+                + ("has" if len(faster) == 1 else "have")
+                + f" more MACs than `{ref['variant']}` (N=1) and " + ("is" if len(faster) == 1 else "are")
+                + " nevertheless faster: the 95 % CI lies entirely below N=1's.")
+    more_macs = [r["align"] for r in rows if r["macs"] > ref["macs"]]
+    return ("No aligned variant with more MACs than N=1 is faster with non-overlapping "
+            "95 % confidence intervals on this machine" +
+            (f" (more MACs: N = {', '.join(map(str, more_macs))})." if more_macs else "."))
+
+
+def _budget(trials) -> str:
+    """Which schedules the sweep's modules had."""
+    return ("the tuned schedules in `schedules/host/<cpu>/` (this CPU's set, else the nearest "
+            "CPU's) where they exist (no tuning in the run)"
+            if trials is None else "TVM's default schedules (no tuning)" if trials == 0
+            else f"each variant's log tuned in the run to at least {trials} MetaSchedule "
+            "trials (XGBoost cost model; a log that already had more kept them, and "
+            "`--schedules` gives the run a log root of its own), the trials per variant in "
+            "the last column")
+
+
+def _threads_line(machine, prof) -> str:
     tvm_threads = machine.get("threads")
+    if not tvm_threads:
+        return "The thread count TVM ran with was not recorded for this run."
     prof_threads = sorted({(r.get("machine") or {}).get("threads") for r in prof["results"]}
                           - {None})
-    threads_line = (
-        f"TVM ran **{tvm_threads} threads** in the sweep and "
-        f"{'/'.join(map(str, prof_threads)) or 'an unrecorded number of'} in the profile, as "
-        "TVM's `runtime.NumThreads` reported inside the process that ran the code (full "
-        "parallelism: the target's `num-cores`), and the schedules were tuned at that count."
-        if tvm_threads else
-        "The thread count TVM ran with was not recorded for this run.")
-    return f"""# Results
+    return (f"TVM ran **{tvm_threads} threads** in the sweep and "
+            f"{'/'.join(map(str, prof_threads)) or 'an unrecorded number of'} in the profile, as "
+            "TVM's `runtime.NumThreads` reported inside the process that ran the code (full "
+            "parallelism: the target's `num-cores`), and the schedules were tuned at that count.")
 
-Measured by `benchmarks/make_results.py` (regenerate: `.venv/bin/python benchmarks/make_results.py`)
-on **{machine['name']}**, TVM target `{json.dumps(machine['target'])}`.
-{threads_line}
-{pipelines}
-Latencies are p50 of single runs timed on the device by TVM's `time_evaluator`, with the
-distribution-free 95 % confidence interval of the median; variants are measured in
-interleaved rounds so that machine drift hits all of them alike.
 
-## Channel alignment on the host: `tvmflow sweep --from pruned --target host`
+def _sweep_section(sweep) -> str:
+    rows = sweep["rows"]
+    ref = next(r for r in rows if r["align"] == 1)
+    table = _md_table(["N", "variant", "channels", "conv MMACs", "params", "p50 ms", "95 % CI ms",
+                       "vs N=1", "schedules"],
+                      [[r["align"], f"`{r['variant']}`", " ".join(map(str, r["channels"])),
+                        f"{r['macs'] / 1e6:.2f}", f"{r['params']:,}", f"{r['p50_ms']:.3f}",
+                        f"{r['ci_low_ms']:.3f} – {r['ci_high_ms']:.3f}",
+                        f"{r['p50_ms'] / ref['p50_ms']:.3f}", r["schedules"]] for r in rows])
+    png = (SWEEP_DIR / "sweep.png").relative_to(ROOT)
+    return f"""## Channel alignment on the host: `tvmflow sweep --from pruned --target host`
 
 `pruned` is network slimming at 0.5 of the original NIN; `pruned-aN` applies micronet's regular
 pruning (each layer's channel count rounded to the nearest multiple of N, ties up, capped at the
-original width, counts below N unchanged). Schedules: {budget}.
+original width, counts below N unchanged). Schedules: {_budget(sweep["trials"])}.
 {sweep['samples']} samples per variant.
 
-{_md_table(["N", "variant", "channels", "conv MMACs", "params", "p50 ms", "95 % CI ms", "vs N=1", "schedules"], sweep_rows)}
+{table}
 
-{verdict}
+{_verdict(rows, ref, sweep["faster_with_more_macs"])}
 
-{caveat}
+{_caveat(rows)}
 
 ![latency and MACs against N]({png})
 
-The whole sweep (planning, {'tuning, ' if trials else ''}compiling {len({r['variant'] for r in rows})} modules, measuring) took
-**{elapsed / 60:.1f} min** on this host. Data: `{(SWEEP_DIR / 'sweep.json').relative_to(ROOT)}`,
+The whole sweep (planning, {'tuning, ' if sweep["trials"] else ''}compiling {len({r['variant'] for r in rows})} modules, measuring) took
+**{sweep["elapsed_s"] / 60:.1f} min** on this host. Data: `{(SWEEP_DIR / 'sweep.json').relative_to(ROOT)}`,
 `{(SWEEP_DIR / 'sweep.csv').relative_to(ROOT)}`.
+"""
 
-## Per-layer latency: `tvmflow profile --target host --variant pruned --against pruned-a8`
+
+def _profile_section(prof) -> str:
+    r0, r1 = prof["results"]
+    return f"""## Per-layer latency: `tvmflow profile --target host --variant pruned --against pruned-a8`
 
 Each fused operator of the compiled module (= each TIR PrimFunc the Relax VM calls = each tuning
 task) timed with `time_evaluator` on the buffers it gets in a real run, attributed to its layer
@@ -195,10 +186,30 @@ The kernels account for {100 * r0['coverage']:.0f} % (`{r0['variant']}`) and {10
 (`{r1['variant']}`) of the end-to-end time of `main` (below 100 %: the VM's own work, allocation
 and calls; above: timing noise between the separately timed kernels and `main`).
 
-{per_layer}
+{_md_table(prof["columns"], prof["rows"])}
 
 Data: `{PROFILE_JSON.relative_to(ROOT)}`.
+"""
 
+
+def render() -> str:
+    sweep = json.loads((SWEEP_DIR / "sweep.json").read_text())
+    prof = json.loads(PROFILE_JSON.read_text())
+    machine = sweep["machine"]
+    pipelines = _pipelines([r["variant"] for r in sweep["rows"]],
+                           (machine.get("detected") or {}).get("llvm_cpu"))
+    return f"""# Results
+
+Measured by `benchmarks/make_results.py` (regenerate: `.venv/bin/python benchmarks/make_results.py`)
+on **{machine['name']}**, TVM target `{json.dumps(machine['target'])}`.
+{_threads_line(machine, prof)}
+{pipelines}
+Latencies are p50 of single runs timed on the device by TVM's `time_evaluator`, with the
+distribution-free 95 % confidence interval of the median; variants are measured in
+interleaved rounds so that machine drift hits all of them alike.
+
+{_sweep_section(sweep)}
+{_profile_section(prof)}
 ## Emulated board (EMULATION)
 
 {BOARD_BEGIN}

@@ -41,12 +41,9 @@ def child(mode: str, variant: str, trials: int, per_round: int, work: Path) -> N
         preset = get_target("host")
         tgt = preset.tvm_target()
         mod = pipeline.prepare(import_model(variant).mod, tgt)
-        from tvm.s_tir import meta_schedule as ms
         d = work / "host" / variant
         d.mkdir(parents=True, exist_ok=True)
-        ms.relax_integration.tune_relax(mod, {}, tgt, str(d), max_trials_global=trials,
-                                        num_trials_per_iter=per_round, seed=0)
-        del ad
+        ad.stock_tune_relax(mod, tgt, str(d), trials=trials, per_round=per_round, seed=0)
     print(json.dumps({"wall_s": time.time() - t0}))
 
 

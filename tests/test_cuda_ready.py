@@ -219,7 +219,8 @@ def test_cuda_preset_without_max_threads_per_block_is_refused(tmp_path):
 
 def test_arch_specific_sm_90a(tmp_path):
     """Finding 7: nvcc lists no "a" archs; sm_90a compiles, and reads back as sm_90a."""
-    from tvmflow.adapter.cuda import _cubin_arch, check_arch, compile_cubin, find_nvcc
+    from tvmflow.adapter.cubin import _cubin_arch, compile_cubin
+    from tvmflow.adapter.cuda import check_arch, find_nvcc
     nvcc = find_nvcc()
     check_arch(nvcc, "sm_90a")                      # listed base + compiles: accepted
     with pytest.raises(TvmflowError, match="cannot generate code for sm_91a"):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tvmflow.adapter import pipeline as P
+from tvmflow.adapter.fold import numpy_fold_pass
 
 
 def _ops(func) -> dict[str, int]:
@@ -64,7 +65,7 @@ def test_numpy_fold_matches_tvms_fold_constant():
             out = bb.emit_output(relax.op.multiply(x, k))
         bb.emit_func_output(out)
     mod = bb.get()
-    ours = P._numpy_fold_pass()(mod)
+    ours = numpy_fold_pass()(mod)
     theirs = relax.transform.FoldConstant()(mod)
     assert _ops(ours["main"]) == {"relax.multiply": 1} == _ops(theirs["main"])
     xs = rng.random((1, 5, 2, 2), dtype=np.float32)

@@ -10,7 +10,7 @@ import pytest
 
 from tvmflow.errors import TvmflowError
 from tvmflow.spec.registry import get_spec
-from tvmflow.experiments.sweep import aligned_channels, parse_aligns, plan_sweep
+from tvmflow.experiments.sweep_plan import aligned_channels, parse_aligns, plan_sweep
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 TVM's Python API moves between releases (Relay -> Relax, Ansor -> MetaSchedule,
 tvm.contrib -> tvm.support ...).  Keeping each call here, in a few small modules, means a
-TVM upgrade touches this package only.  ``tests/test_adapter_boundary.py`` checks that no
+TVM upgrade touches this package only.  ``tests/test_structure.py`` checks that no
 other module imports tvm.
 """
 

@@ -13,8 +13,9 @@ Stages (the order of ``static_shape_tuning_pipeline`` in ``tvm/relax/pipeline.py
 
 * :func:`prepare` -- before task extraction: ``DecomposeOpsForInference`` (BatchNorm in
   inference form), optional ``ConvertLayout`` to NHWC, optional folding of BatchNorm into
-  the conv weights, with ``layout="NCHWc"`` the blocked layout (:mod:`.nchwc`: channels
-  zero-padded to the block, ``ConvertLayout`` to ``NCHW{b}c``, blocked conv legalization),
+  the conv weights (:mod:`.fold`), with ``layout="NCHWc"`` the blocked layout
+  (:mod:`.nchwc`: channels zero-padded to the block, ``ConvertLayout`` to ``NCHW{b}c``,
+  blocked conv legalization),
   ``LegalizeOps`` / ``FoldConstant`` / ``FuseOps`` / ``FuseTIR``, with
   ``conv_rule="fixed"`` the fixed NeoCPU-style schedule on the blocked convs
   (:mod:`.conv_rule`; those functions are then no tuning tasks), and with
@@ -183,7 +184,8 @@ def _graph_passes(target, options: PipelineOptions) -> list:
         # pooling follows its input's layout
         passes.append(t.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}))
     if options.fold_bn:
-        passes.append(_fold_bn_pass())
+        from tvmflow.adapter.fold import fold_bn_pass
+        passes.append(fold_bn_pass())
     if options.layout == "NCHWc":
         from tvmflow.adapter import nchwc
         block = options.resolved(target).block
@@ -221,138 +223,10 @@ def _relax_passes(target, options: PipelineOptions) -> list:
     return passes
 
 
-def _fold_bn_pass():
-    """Fold the inference BatchNorm into the conv weights.
-
-    After ``DecomposeOpsForInference`` a conv + BatchNorm is ``(conv(x, W) [+ b] - mean) /
-    sqrt(var + eps) * gamma + beta`` with constant per-channel operands.  This pass rewrites
-    it into ``conv(x, W * a) + c`` (``a = gamma / sqrt(var + eps)``, ``c = (b - mean) * a +
-    beta``), so the fused kernel has a single bias-add epilogue.
-    """
-    import numpy as np
-    import tvm
-    from tvm import relax
-    from tvm.relax.dpl import is_const, is_op, wildcard
-
-    x, w = wildcard(), is_const()
-    conv = is_op("relax.nn.conv2d")(x, w)
-    bias = is_const()
-    pre = conv | is_op("relax.add")(conv, bias)
-    mean, std, gamma, beta = is_const(), is_const(), is_const(), is_const()
-    out = is_op("relax.add")(is_op("relax.multiply")(
-        is_op("relax.divide")(is_op("relax.subtract")(pre, mean), std), gamma), beta)
-
-    def rewriter(expr, m):
-        c = m[conv]
-        attrs = c.attrs
-        layouts = (str(attrs.data_layout), str(attrs.kernel_layout))
-        axis = {("NCHW", "OIHW"): 1, ("NHWC", "OHWI"): 3}.get(layouts)
-        wdata = m[w].value.numpy()
-        out_c = wdata.shape[0]
-        shape = [1, 1, 1, 1]
-        shape[axis if axis is not None else 1] = out_c
-        try:
-            vec = [np.broadcast_to(m[p].value.numpy(), shape).reshape(-1) if p in m else None
-                   for p in (bias, mean, std, gamma, beta)]
-        except ValueError:
-            return expr
-        if axis is None:
-            return expr
-        b, mu, sd, g, be = vec
-        a = g / sd
-        shift = ((b if b is not None else 0.0) - mu) * a + be
-        neww = (wdata * a.reshape((out_c,) + (1,) * (wdata.ndim - 1))).astype(wdata.dtype)
-        newc = relax.op.nn.conv2d(m[x], relax.const(neww), attrs.strides, attrs.padding,
-                                  attrs.dilation, attrs.groups, attrs.data_layout,
-                                  attrs.kernel_layout, attrs.out_layout, attrs.out_dtype)
-        return relax.op.add(newc, relax.const(shift.reshape(shape).astype(wdata.dtype)))
-
-    fold = _numpy_fold_pass()
-
-    @tvm.transform.module_pass(opt_level=0, name="TvmflowFoldBNIntoConv")
-    def _pass(mod, _ctx):
-        mod = fold(mod)
-        for gv, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                mod[gv] = relax.dpl.rewrite_call(out, rewriter, func)
-        return fold(mod)
-
-    return _pass
-
-
-def _numpy_fold_pass():
-    """Fold the small constant expressions a decomposed BatchNorm leaves (``reshape``,
-    ``expand_dims``, ``sqrt(var + eps)``, elementwise arithmetic of constants) with numpy.
-
-    ``relax.transform.FoldConstant`` does the same by compiling every such expression with
-    LLVM, about 4 s per NIN variant on 2 cores -- most of an NCHW build's time."""
-    import numpy as np
-    import tvm
-    from tvm import relax
-
-    binary = {"relax.add": np.add, "relax.subtract": np.subtract, "relax.multiply": np.multiply,
-              "relax.divide": np.divide}
-    unary = {"relax.sqrt": np.sqrt, "relax.rsqrt": lambda a: 1 / np.sqrt(a),
-             "relax.negative": np.negative}
-
-    from tvmflow.adapter.nchwc import _const as _value
-
-    def _fold(call):
-        if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
-            return None
-        name = call.op.name
-        if name == "relax.reshape" and isinstance(call.args[1], relax.ShapeExpr):
-            a = _value(call.args[0])
-            return None if a is None else a.reshape([int(d) for d in call.args[1].values])
-        vals = [_value(a) for a in call.args]
-        if any(v is None for v in vals):
-            return None
-        if name == "relax.expand_dims":
-            return np.expand_dims(vals[0], tuple(int(i) for i in call.attrs.axis))
-        if name in binary and len(vals) == 2:
-            out = binary[name](vals[0], vals[1])
-            return out.astype(np.result_type(vals[0].dtype, vals[1].dtype))
-        if name in unary and len(vals) == 1:
-            return unary[name](vals[0]).astype(vals[0].dtype)
-        return None
-
-    @relax.expr_functor.mutator
-    class _Fold(relax.PyExprMutator):
-        def __init__(self, mod):
-            super().__init__(mod)
-            self.consts: dict[Any, Any] = {}  # folded variable -> its constant
-
-        def visit_var_binding_(self, binding):
-            folded = _fold(self.visit_expr(binding.value))
-            if folded is None:
-                super().visit_var_binding_(binding)
-                return
-            # the binding goes: every use of the variable takes the constant itself
-            self.consts[binding.var] = relax.const(np.ascontiguousarray(folded))
-
-        def visit_var_(self, var):
-            const = self.consts.get(var)
-            return const if const is not None else super().visit_var_(var)
-
-        def visit_dataflow_var_(self, var):
-            const = self.consts.get(var)
-            return const if const is not None else super().visit_dataflow_var_(var)
-
-    @tvm.transform.module_pass(opt_level=0, name="TvmflowNumpyFoldConstant")
-    def _pass(mod, _ctx):
-        for gv, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                mod[gv] = _Fold(mod).visit_expr(func)
-        return mod
-
-    return _pass
-
-
 def layout_summary(mod, target, options: PipelineOptions | None = None) -> dict[str, Any]:
     """The conv layouts and activation layout transforms after the graph passes (see
     :func:`.nchwc.layout_summary`)."""
     import tvm
-    from tvm import relax
     from tvmflow.adapter.nchwc import layout_summary as summary
     options = options or DEFAULT
     tgt = _target(target)

@@ -14,14 +14,13 @@ params per N, as a table, JSON, CSV and a plot of latency and MACs against N::
 An aligned variant whose channels equal an existing one reuses it (N=1 is the source itself;
 ``pruned-a8`` is reused for the seed's ``pruned`` at N=8); a new one is written as a variant
 file (``base`` + ``channels``, no checkpoint: latency does not depend on the weights, so it
-gets seeded random weights) into ``models_dir``.
+gets seeded random weights) into ``models_dir`` (the planning: :mod:`.sweep_plan`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,198 +29,9 @@ from typing import Any, Callable
 import numpy as np
 
 from tvmflow.errors import TvmflowError
+from tvmflow.experiments.sweep_plan import DEFAULT_ALIGNS, SweepPlan, plan_sweep
+from tvmflow.spec.registry import VariantSpec, model_dirs
 from tvmflow.workspace import Workspace
-from tvmflow.spec.prune import align_channels
-from tvmflow.spec.registry import VariantSpec, get_spec, list_models, model_dirs
-
-DEFAULT_ALIGNS = (1, 2, 4, 8, 16, 32)
-
-
-# ---------------------------------------------------------------------------- planning
-
-
-def aligned_channels(channels, widths, n: int) -> list[int]:
-    """Regular pruning of every layer to multiples of ``n``, capped at the base widths."""
-    if len(channels) != len(widths):
-        raise TvmflowError(f"{len(channels)} channel counts for {len(widths)} base layers")
-    return [align_channels(int(c), int(w), n) for c, w in zip(channels, widths)]
-
-
-def parse_aligns(text: str | list[int] | tuple[int, ...]) -> list[int]:
-    """``"1,2,4,8"`` -> ``[1, 2, 4, 8]`` (validated, duplicates dropped, order kept)."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    out: list[int] = []
-    for item in items:
-        item = str(item).strip()
-        if not item:
-            continue
-        if not item.isdigit() or int(item) < 1:
-            raise TvmflowError(f"bad alignment {item!r}: expected positive integers like 1,2,4,8")
-        if int(item) not in out:
-            out.append(int(item))
-    if not out:
-        raise TvmflowError("no alignment given (e.g. --align 1,2,4,8,16,32)")
-    return out
-
-
-@dataclass
-class AlignedVariant:
-    align: int
-    name: str
-    channels: list[int]
-    spec: VariantSpec = field(repr=False)
-    reused: str | None = None      # "source", "existing" or "sweep" when no file was written
-    path: str | None = None        # the variant file written (new variants)
-
-
-@dataclass
-class SweepPlan:
-    source: VariantSpec
-    base: VariantSpec
-    variants: list[AlignedVariant]
-    models_dir: Path
-
-    def unique(self) -> list[AlignedVariant]:
-        seen: dict[str, AlignedVariant] = {}
-        for v in self.variants:
-            seen.setdefault(v.name, v)
-        return list(seen.values())
-
-
-def _same_geometry(a: VariantSpec, b: VariantSpec) -> bool:
-    keys = ("channels", "kernels", "groups", "shuffle", "pool1", "pool2", "num_classes",
-            "in_channels", "image_size")
-    return all(getattr(a, k) == getattr(b, k) for k in keys)
-
-
-def _toml_list(values) -> str:
-    return "[" + ", ".join(str(int(v)) for v in values) + "]"
-
-
-def _variant_text(name: str, base: str, source: VariantSpec, channels: list[int], n: int) -> str:
-    return "\n".join([
-        f"# Written by `tvmflow sweep`: {source.name} with regular pruning to multiples of {n}.",
-        f"name = {json.dumps(name)}",
-        f"description = {json.dumps(f'{source.name}, channels aligned to {n}')}",
-        f"base = {json.dumps(base)}",
-        f"channels = {_toml_list(channels)}",
-        "",
-        "[prune]",
-        f"align = {n}",
-        f"from = {json.dumps(source.name)}",
-        ""])
-
-
-def _source_spec(source: str | Path, base: str | None, name: str | None) -> tuple[VariantSpec, bool]:
-    """(spec of the source, whether it has to be written as a variant file)."""
-    text = str(source)
-    path = Path(text)
-    looks_like_file = path.suffix in (".pth", ".pt", ".tar") or path.is_file()
-    if not looks_like_file:
-        if name is not None:
-            raise TvmflowError(f"--name names the variant made from a --from checkpoint; "
-                               f"{text!r} is a variant already")
-        return get_spec(text), False
-    if not path.is_file():
-        raise TvmflowError(f"checkpoint {path} does not exist")
-    from tvmflow.spec.nin import NIN, load_checkpoint_file, load_state
-    loaded = load_checkpoint_file(path)
-    base_spec = get_spec(base or "original")
-    if loaded.get("cfg") is None:
-        raise TvmflowError(f"checkpoint {path} has no 'cfg' (its channel list)",
-                           hint="pass a micronet {'cfg', 'state_dict'} checkpoint or a variant name")
-    try:
-        channels = [int(c) for c in loaded["cfg"]]
-        name = name or re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem)
-        spec = base_spec.replace(name=name, channels=channels, base=base_spec.name,
-                                 checkpoint=str(path.resolve()), description=f"pruned checkpoint {path.name}",
-                                 source=None)
-    except (TypeError, ValueError, TvmflowError) as exc:
-        reason = exc.message if isinstance(exc, TvmflowError) else str(exc)
-        raise TvmflowError(f"checkpoint {path}: its cfg does not fit {base_spec.name!r}: {reason}") from None
-    load_state(NIN(spec), loaded["state_dict"], f"checkpoint {path}")
-    return spec, True
-
-
-def plan_sweep(source: str | Path, aligns, *, base: str | None = None, name: str | None = None,
-               models_dir: str | Path | None = None, write: bool = True) -> SweepPlan:
-    """The aligned variants of ``source`` (a variant name or a pruned checkpoint).
-
-    New variants are written to ``models_dir`` (default: the first ``TVMFLOW_MODEL_PATH``
-    directory, else the repo's ``models/``); an existing variant of the same name is reused
-    when it has the same channels and is an error otherwise (nothing is overwritten).
-    """
-    aligns = parse_aligns(aligns)
-    src, write_source = _source_spec(source, base, name)
-    base_name = base or src.base
-    if not base_name:
-        raise TvmflowError(f"variant {src.name!r} names no base (unpruned) variant",
-                           hint="pass --base, e.g. --base original")
-    base_spec = get_spec(base_name)
-    if (base_spec.kernels, base_spec.groups, base_spec.shuffle) != (src.kernels, src.groups, src.shuffle):
-        raise TvmflowError(f"{src.name!r} does not have the layer structure of its base {base_name!r}")
-    over = [i for i, (c, w) in enumerate(zip(src.channels, base_spec.channels)) if c > w]
-    if over:
-        raise TvmflowError(f"{src.name!r} has more channels than its base {base_name!r} in "
-                           f"layer(s) {over}; is --base right?")
-    models_dir = Path(models_dir) if models_dir else model_dirs()[0]
-    known = set(list_models())
-    written: list[tuple[Path, str]] = []
-    if write_source:
-        written.append(_register(src, models_dir, known, text=None))
-    variants: list[AlignedVariant] = []
-    for n in aligns:
-        channels = aligned_channels(src.channels, base_spec.channels, n)
-        vname = f"{src.name}-a{n}"
-        spec = src.replace(name=vname, channels=channels, base=base_name, checkpoint=None,
-                           description=f"{src.name}, channels aligned to {n}",
-                           prune={"align": n, "from": src.name}, source=None)
-        if channels == list(src.channels):
-            variants.append(AlignedVariant(n, src.name, channels, src, reused="source"))
-            continue
-        earlier = next((v for v in variants if v.channels == channels), None)
-        if earlier is not None:
-            variants.append(AlignedVariant(n, earlier.name, channels, earlier.spec, reused="sweep"))
-            continue
-        if vname in known:
-            existing = get_spec(vname)
-            if not _same_geometry(existing, spec):
-                raise TvmflowError(f"variant {vname!r} already exists ({existing.source}) with "
-                                   f"channels {list(existing.channels)}, not {channels}",
-                                   hint="pass --name to sweep under another name")
-            variants.append(AlignedVariant(n, vname, channels, existing, reused="existing"))
-            continue
-        text = _variant_text(vname, base_name, src, channels, n)
-        path = models_dir / f"{vname}.toml"
-        if write:
-            written.append(_register(spec, models_dir, known, text=text))
-        variants.append(AlignedVariant(n, vname, channels, spec, path=str(path)))
-    return SweepPlan(src, base_spec, variants, models_dir)
-
-
-def _register(spec: VariantSpec, models_dir: Path, known: set[str], text: str | None) -> tuple[Path, str]:
-    path = models_dir / f"{spec.name}.toml"
-    if text is None:  # the source checkpoint itself
-        if spec.name in known:
-            existing = get_spec(spec.name)
-            if not _same_geometry(existing, spec):
-                raise TvmflowError(f"variant {spec.name!r} already exists ({existing.source})",
-                                   hint="pass --name to register the checkpoint under another name")
-            return path, spec.name
-        text = "\n".join([
-            "# Written by `tvmflow sweep`: a pruned checkpoint as a variant.",
-            f"name = {json.dumps(spec.name)}",
-            f"description = {json.dumps(spec.description)}",
-            f"base = {json.dumps(spec.base)}",
-            f"channels = {_toml_list(spec.channels)}",
-            f"checkpoint = {json.dumps(spec.checkpoint)}", ""])
-    if path.exists():
-        raise TvmflowError(f"{path} already exists and is not the variant {spec.name!r}",
-                           hint="remove it or pass --models-dir")
-    models_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    known.add(spec.name)
-    return path, spec.name
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -292,12 +102,8 @@ class SweepResult:
 
 def _tune(spec: VariantSpec, preset, trials: int, on_step, per_round: int | None = None,
           threads: int | None = None) -> None:
-    """Tune one variant with the team's tuner (``tvmflow.tuning.tune.tune``), reusing existing logs."""
-    try:
-        from tvmflow.tuning.tune import tune
-    except ImportError:
-        raise TvmflowError("tuning is not available in this build (tvmflow.tune missing)",
-                           hint="pass --trials 0 for TVM's default schedules") from None
+    """Tune one variant (:func:`tvmflow.tuning.tune.tune`), reusing existing logs."""
+    from tvmflow.tuning.tune import tune
     if on_step:
         on_step(f"tuning {spec.name} ({trials} trials)")
     kw = {"per_round": per_round} if per_round else {}
@@ -320,8 +126,8 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     candidates per round -- with 13 tasks a round of 16 reaches every task within ~208 trials).  ``rounds``: timing
     rounds; each round takes ``repeat`` single-run samples (``time_evaluator`` with
     ``number=1``: raw samples, no means of means) of every variant in turn, alternating the
-    order, so that all variants see the same machine state.  With ``tvmflow.compile`` in the
-    tree the modules are the compiled ``.so`` files and the timing is :func:`tvmflow.measure.bench.run`
+    order, so that all variants see the same machine state.  The modules are the compiled
+    ``.so`` files and the timing is :func:`tvmflow.measure.bench.run`
     (``compare`` mode: interleaved rounds, output checked against PyTorch), on this machine
     or, through ``route`` (``via``/``rpc``/``tracker``/``key`` as for ``bench``), on a board.
     ``threads``: TVM's thread count for tuning, timing and profiling (default
@@ -329,10 +135,9 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     ``machine["threads"]``.
     """
     from tvmflow.measure.profile import _machine, _preset
-    from tvmflow.measure.stats import Latency
+    from tvmflow.threads import resolve
     t0 = time.monotonic()
     preset = _preset(target)
-    from tvmflow.threads import resolve
     threads = resolve(preset, threads)
     _check_args(preset, trials=trials, rounds=rounds, repeat=repeat, per_round=per_round,
                 per_layer=per_layer, route=route or {})
@@ -346,28 +151,16 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
                                                   seed=seed, route=route or {}, tuned=trials != 0,
                                                   module_dir=out / "modules", threads=threads,
                                                   on_step=on_step)
-    rows = []
-    for v in plan.variants:
-        lat = Latency.from_samples(samples[v.name])
-        lo, hi = lat.median_ci(0.95)
-        rows.append(SweepRow(v.align, v.name, list(v.channels), v.spec.macs, v.spec.params,
-                             lat.p50, lo, hi, samples[v.name], schedules[v.name], v.reused))
-    result = SweepResult(plan.source.name, plan.base.name, preset.name, rows, rounds * repeat,
-                         trials, 0.0, dict(_machine(preset), threads=measured,
-                                           threads_requested=threads))
+    result = SweepResult(plan.source.name, plan.base.name, preset.name,
+                         _rows(plan, samples, schedules), rounds * repeat, trials, 0.0,
+                         dict(_machine(preset), threads=measured, threads_requested=threads))
     out.mkdir(parents=True, exist_ok=True)
     result.files["csv"] = str(write_csv(result, out / "sweep.csv"))
     if plot:
         result.files["png"] = str(plot_sweep(result, out / "sweep.png"))
     if per_layer:
-        from tvmflow.measure.profile import compare_profiles, write_json
-        names = [v.name for v in plan.unique()]
-        if len(names) > 1 and not preset.is_cross:
-            result.per_layer = compare_profiles(names, preset, rounds=max(3, min(rounds, 20)),
-                                                seed=seed, tuned=trials != 0, threads=threads,
-                                                on_step=on_step)
-            result.files["per_layer"] = str(write_json(result.per_layer, out / "per_layer.json"))
-            (out / "per_layer.md").write_text(result.per_layer.markdown())
+        _per_layer(result, plan, preset, out, rounds=rounds, seed=seed, tuned=trials != 0,
+                   threads=threads, on_step=on_step)
     result.elapsed_s = time.monotonic() - t0
     result.files["json"] = str(out / "sweep.json")
     (out / "sweep.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
@@ -390,9 +183,36 @@ def _check_args(preset, *, trials, rounds, repeat, per_round, per_layer, route: 
     r = resolve_route(via=route.get("via"), rpc=route.get("rpc"), tracker=route.get("tracker"),
                       key=route.get("key"), default_key=preset.rpc_key)
     if r.mode in ("local", "local-rpc") and preset.is_cross:
-        raise TvmflowError(f"target {preset.name} runs on {preset.cpu_triple.split('-')[0]}, not on "
-                           "this machine", hint="give the board: --tracker HOST:PORT --key K or --rpc HOST:PORT")
+        raise TvmflowError(f"target {preset.name} runs on {preset.cpu_triple.split('-')[0]}, "
+                           "not on this machine",
+                           hint="give the board: --tracker HOST:PORT --key K or --rpc HOST:PORT")
     preflight(r, target=preset.name)     # an unreachable board fails before tuning or compiling
+
+
+def _rows(plan: SweepPlan, samples: dict[str, list[float]], schedules: dict[str, str]
+          ) -> list[SweepRow]:
+    """A row per alignment: p50 and its 95 % CI of the variant's samples (ms)."""
+    from tvmflow.measure.stats import Latency
+    rows = []
+    for v in plan.variants:
+        lat = Latency.from_samples(samples[v.name])
+        lo, hi = lat.median_ci(0.95)
+        rows.append(SweepRow(v.align, v.name, list(v.channels), v.spec.macs, v.spec.params,
+                             lat.p50, lo, hi, samples[v.name], schedules[v.name], v.reused))
+    return rows
+
+
+def _per_layer(result: SweepResult, plan: SweepPlan, preset, out: Path, *, rounds: int,
+               seed: int, tuned: bool, threads: int | None, on_step) -> None:
+    """The per-layer profile of the sweep's variants, into ``result`` and ``out``."""
+    from tvmflow.measure.profile import compare_profiles, write_json
+    names = [v.name for v in plan.unique()]
+    if len(names) > 1 and not preset.is_cross:
+        result.per_layer = compare_profiles(names, preset, rounds=max(3, min(rounds, 20)),
+                                            seed=seed, tuned=tuned, threads=threads,
+                                            on_step=on_step)
+        result.files["per_layer"] = str(write_json(result.per_layer, out / "per_layer.json"))
+        (out / "per_layer.md").write_text(result.per_layer.markdown())
 
 
 def _put_on_model_path(directory: Path) -> None:
