@@ -41,9 +41,9 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("tuning", {"tuning"}),
     ("artifact", {"artifact"}),
     ("runtime", {"runtime"}),
+    ("board", {"board"}),          # a device: the runtime reaches it, measure asks about it
     ("measure", {"measure"}),
     ("experiments", {"experiments"}),
-    ("board", {"board"}),
     ("cli", {"cli", "__main__", ""}),
 ]
 

@@ -61,8 +61,15 @@ def preset_cores(preset) -> int:
         value = (part or {}).get("num-cores")
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
             return value
-    from tvmflow.target.presets import host_cores
     return host_cores()
+
+
+def host_cores() -> int:
+    """The cores this process may run on (its CPU affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def resolve(preset=None, threads: int | None = None, *,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tvmflow.errors import TvmflowError
+from tvmflow.threads import host_cores
 from tvmflow.workspace import search_dirs
 
 REQUIRED = ("name", "description", "device", "rpc_key", "target")
@@ -108,13 +109,6 @@ def _cpu_model() -> str:
         pass
     import platform
     return platform.processor() or "unknown"
-
-
-def host_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _detect(target: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
