@@ -25,8 +25,9 @@ from tvmflow.tuning import schedules as S
 from tvmflow.target.cpus import Candidate, cpu_traits, isa_from_flags, rank, rank_key, why_near
 from tvmflow.errors import TvmflowError
 from tvmflow.target.presets import _cpu_flags, get_target
+from tvmflow.workspace import shipped_dir
 
-SHIPPED = S.SCHEDULES_DIR / "host" / "emeraldrapids"
+SHIPPED = shipped_dir("schedules") / "host" / "emeraldrapids"
 
 
 @pytest.fixture(autouse=True)
@@ -70,12 +71,12 @@ def test_fixed_and_cuda_cpu_keys(monkeypatch, tmp_path):
 def test_shipped_host_logs_sit_in_the_set_of_the_cpu_they_were_tuned_on():
     """Each shipped host log is in the directory of the CPU its meta.json says it was tuned
     on (the emeraldrapids sets, and the znver2 ones tuned at full parallelism)."""
-    rows = [r for r in S.list_schedules(S.SCHEDULES_DIR) if r["target"] == "host"]
+    rows = [r for r in S.list_schedules(shipped_dir("schedules")) if r["target"] == "host"]
     assert {"emeraldrapids", "znver2"} <= {r["cpu"] for r in rows}
     for r in rows:
-        meta = S.read_meta(Path(r["path"]))
-        assert meta["detected"]["llvm_cpu"] == r["cpu"] == Path(r["path"]).parent.name
-        assert meta["target"]["mcpu"] in (r["cpu"], "x86-64-v4")  # v4: the older logs
+        meta = S.load_meta(Path(r["path"]))
+        assert meta.cpu == meta.detected["llvm_cpu"] == r["cpu"] == Path(r["path"]).parent.name
+        assert meta.target["mcpu"] in (r["cpu"], "x86-64-v4")  # v4: the older logs
         assert r["integrity"] == "ok"
 
 
@@ -239,38 +240,48 @@ def _cli(env, *args, timeout=600):
 def test_compile_applies_the_nearest_set_and_says_so(tmp_path):
     """The shipped set of another CPU: its records applied (every task), code for THIS CPU,
     the output right, the terminal and the sidecar naming both CPUs; then a set tuned on this
-    CPU appears and the module is recompiled with it."""
+    CPU appears and the module is recompiled with it.  The variant is a copy of pruned-a8
+    under another name (tvmflow ships no set of it, for any CPU), its set the shipped one."""
     here = get_target("host").cpu_key
     other = "emeraldrapids" if here != "emeraldrapids" else "sapphirerapids"
     root = tmp_path / "sched"
-    shutil.copytree(SHIPPED / "pruned-a8", root / "host" / other / "pruned-a8")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "a8copy.toml").write_text('name = "a8copy"\nbase = "pruned-a8"\n')
+    shutil.copytree(SHIPPED / "pruned-a8", root / "host" / other / "a8copy")
+    S.write_meta(root / "host" / other / "a8copy",
+                 dict(S.read_meta(SHIPPED / "pruned-a8"), variant="a8copy"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TVMFLOW_")}
     env.update(TVMFLOW_SCHEDULES=str(root), TVMFLOW_ARTIFACTS_DIR=str(tmp_path / "arts"),
-               COLUMNS="250")
-    r = _cli(env, "compile", "-t", "host", "-v", "pruned-a8")
+               TVMFLOW_MODEL_PATH=str(models), COLUMNS="250")
+    r = _cli(env, "compile", "-t", "host", "-v", "a8copy")
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"tuned on {other}, running on {here}" in r.stdout
     n = json.loads((SHIPPED / "pruned-a8" / "meta.json").read_text())["n_tasks"]
     assert f"tasks: {n}, tuned {n}, default schedules 0" in r.stdout
-    so = tmp_path / "arts" / "host" / "pruned-a8.so"
+    so = tmp_path / "arts" / "host" / "a8copy.so"
     side = json.loads(so.with_suffix(".json").read_text())
     sched = side["schedules"]
     assert (sched["cpu"], sched["running_on"], sched["match"]) == (other, here, "nearest")
     assert sched["note"] == f"tuned on {other}, running on {here}"
-    assert sched["path"] == str(root / "host" / other / "pruned-a8")
+    assert sched["path"] == str(root / "host" / other / "a8copy")
     assert side["coverage"]["tuned"] == side["coverage"]["tasks"] == n
     assert side["target"]["target"]["mcpu"] == here            # generated for this CPU
     from tvmflow.ir.frontend import import_model
     from tvmflow.runtime.run import run
-    model = import_model("pruned-a8", seed=0)
+    os.environ["TVMFLOW_MODEL_PATH"] = str(models)
+    try:
+        model = import_model("a8copy", seed=0)
+    finally:
+        del os.environ["TVMFLOW_MODEL_PATH"]
     err = np.abs(run(so).output - model.reference(model.example_input())).max()
     assert err <= 1e-4
     # tuned on this CPU now (here: the same records, copied): stale, recompiled, exact
-    shutil.copytree(root / "host" / other / "pruned-a8", root / "host" / here / "pruned-a8")
-    r = _cli(env, "compile", "-t", "host", "-v", "pruned-a8")
+    shutil.copytree(root / "host" / other / "a8copy", root / "host" / here / "a8copy")
+    r = _cli(env, "compile", "-t", "host", "-v", "a8copy")
     assert r.returncode == 0, r.stderr[-3000:]
     sched = next(ln for ln in r.stdout.splitlines() if ln.startswith("schedules:"))
-    assert "tuned on" not in sched and f"host/{here}/pruned-a8" in sched
+    assert "tuned on" not in sched and f"host/{here}/a8copy" in sched
     assert "compiled because:" in r.stdout and f"now the one tuned on {here}" in r.stdout
     sched = json.loads(so.with_suffix(".json").read_text())["schedules"]
     assert (sched["cpu"], sched["match"]) == (here, "exact") and "note" not in sched
