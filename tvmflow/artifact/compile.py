@@ -72,21 +72,13 @@ def schedule_database(preset: TargetPreset, variant: str, *, load: bool = True):
     (``cpu``, ``running_on``, ``match``: ``"exact"``, or ``"nearest"`` with a ``note`` such as
     "tuned on emeraldrapids, running on znver2" when no set was tuned on this CPU); a
     database that is corrupt or was tuned for another target kind / triple / CUDA arch or
-    variant is refused there with a TvmflowError.  Without the schedules module (or without a
-    database for the pair) the build uses default schedules.
+    variant is refused there with a TvmflowError.  Without a database for the pair the build
+    uses default schedules.
     """
-    import importlib
-    try:
-        schedules = importlib.import_module(f"{__package__}.schedules")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.schedules":
-            raise
-        return None, None
-    if not load and hasattr(schedules, "database_info"):
-        info = schedules.database_info(preset, variant)
+    from tvmflow.tuning import schedules
+    if not load:  # a staleness check: meta.json and the database's sha256, no TVM
+        info = schedules.database_info(preset, variant, check=False)
         return None, (info if info and info.get("sha256") else None)
-    if not hasattr(schedules, "load_for_compile"):
-        return None, None
     database, info = schedules.load_for_compile(preset, variant)
     return database, (info if info and info.get("sha256") else None)
 

@@ -290,11 +290,7 @@ class SweepResult:
 def _tune(spec: VariantSpec, preset, trials: int, on_step, per_round: int | None = None,
           threads: int | None = None) -> None:
     """Tune one variant with the team's tuner (``tvmflow.tuning.tune.tune``), reusing existing logs."""
-    try:
-        from tvmflow.tuning.tune import tune
-    except ImportError:
-        raise TvmflowError("tuning is not available in this build (tvmflow.tune missing)",
-                           hint="pass --trials 0 for TVM's default schedules") from None
+    from tvmflow.tuning.tune import tune
     if on_step:
         on_step(f"tuning {spec.name} ({trials} trials)")
     kw = {"per_round": per_round} if per_round else {}
