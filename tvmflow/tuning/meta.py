@@ -56,6 +56,8 @@ class Adaptation:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Adaptation":
+        if not isinstance(data, dict):
+            raise TypeError(f"an adapted_from entry must be an object, got {data!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -129,18 +131,20 @@ class ScheduleMeta:
             raise TvmflowError(f"{where} is not a JSON object")
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         values = {k: v for k, v in data.items() if k in known}
-        values["adapted_from"] = [Adaptation.from_json(a) for a in data.get("adapted_from") or []]
-        values["detected"] = dict(data.get("detected") or {})
-        if not values.get("cpu"):       # before sets were kept per CPU
-            values["cpu"] = values["detected"].get("llvm_cpu") or data.get("mcpu")
-        for key in ("tasks", "repaired"):
-            values[key] = list(data.get(key) or [])
-        for key in ("weights", "task_trials", "best_ms"):
-            values[key] = dict(data.get(key) or {})
         try:
+            values["adapted_from"] = [Adaptation.from_json(a)
+                                      for a in data.get("adapted_from") or []]
+            values["detected"] = dict(data.get("detected") or {})
+            for key in ("tasks", "repaired"):
+                values[key] = list(data.get(key) or [])
+            for key in ("weights", "task_trials", "best_ms"):
+                values[key] = dict(data.get(key) or {})
+            if not values.get("cpu"):       # before sets were kept per CPU
+                values["cpu"] = values["detected"].get("llvm_cpu") or data.get("mcpu")
             return cls(**values, extra={k: v for k, v in data.items() if k not in known})
-        except TypeError as exc:
-            raise TvmflowError(f"{where}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise TvmflowError(f"{where} is not a tuning log's meta.json: {exc}",
+                               hint="delete it or run tvmflow tune --fresh") from None
 
     @classmethod
     def read(cls, log_dir: str | Path) -> "ScheduleMeta | None":
