@@ -228,3 +228,24 @@ def test_move_aside_keeps_everything(tmp_path):
     _write(log)
     second = S.move_aside(log)
     assert second != first and S.record_count(second) == 10
+
+
+def test_the_staleness_check_reads_meta_and_hashes_without_opening_the_database(
+        tmp_path, monkeypatch):
+    """compile's staleness check (schedule_database(load=False)) finds the set in
+    tvmflow.tuning.schedules (an importlib fallback once looked elsewhere and found none),
+    and never opens the database through TVM; compiling does."""
+    import tvmflow.adapter.tune as ad
+    from tvmflow.artifact.compile import schedule_database
+
+    def no_open(*args, **kwargs):
+        raise AssertionError("the database was opened")
+    monkeypatch.setattr(ad, "open_database", no_open)
+    monkeypatch.setenv("TVMFLOW_SCHEDULES", str(tmp_path))
+    p = _preset()
+    d = _write(S.schedule_dir(p, "pruned-a8"), meta=_meta(p))
+    db, info = schedule_database(p, "pruned-a8", load=False)
+    assert db is None and info["sha256"] == S.db_sha256(d) and info["path"] == str(d)
+    assert info["trials"] == 10 and info["match"] == "exact"
+    with pytest.raises(AssertionError, match="the database was opened"):
+        schedule_database(p, "pruned-a8")

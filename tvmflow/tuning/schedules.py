@@ -21,6 +21,7 @@ from typing import Any
 
 from tvmflow.errors import TvmflowError
 from tvmflow.tuning.listing import list_schedules, list_schedules_report
+from tvmflow.tuning.log import _read_lines  # noqa: F401  (benchmarks/tune_throughput.py)
 from tvmflow.tuning.log import (DB_RECORDS, DB_WORKLOAD, FAILED_SECS, LOCK, Integrity,
                                 best_per_workload, check, compact, db_sha256, has_log,
                                 load_meta, lock, move_aside, now_iso, read_meta, record_count,
