@@ -249,3 +249,11 @@ def test_the_staleness_check_reads_meta_and_hashes_without_opening_the_database(
     assert info["trials"] == 10 and info["match"] == "exact"
     with pytest.raises(AssertionError, match="the database was opened"):
         schedule_database(p, "pruned-a8")
+
+
+@pytest.mark.parametrize("data", [{"trials": "many"}, {"best_ms": [1]}, {"interrupted": "no"},
+                                  {"trials": True}, {"adapted_from": [3]}])
+def test_a_meta_of_the_wrong_types_is_one_clear_error(tmp_path, data):
+    (tmp_path / S.META).write_text(json.dumps(data))
+    with pytest.raises(TvmflowError, match="is not a tuning log's meta.json"):
+        S.load_meta(tmp_path)

@@ -250,7 +250,7 @@ def _base_entry(raw: "Scan", base: str, path: Path) -> tuple[Path, dict[str, Any
     except TvmflowError as exc:
         if base not in raw.files and base not in raw.broken:
             raise TvmflowError(f"variant file {path}: field 'base' names unknown variant "
-                               f"{base!r}{_suggest(base, raw.names())}") from None
+                               f"{base!r}{_suggest(base, raw.files)}") from None
         raise TvmflowError(f"variant file {path}: its base {base!r}: {exc}") from None
 
 
@@ -268,9 +268,6 @@ class Scan:
     files: dict[str, list[tuple[Path, dict[str, Any]]]] = field(default_factory=dict)
     broken: dict[str, tuple[Path, str]] = field(default_factory=dict)   # stem -> (file, error)
 
-    def names(self) -> list[str]:
-        return list(self.files)
-
     def entry(self, name: str) -> tuple[Path, dict[str, Any]]:
         """The one file declaring ``name``; a duplicate or a malformed file is an error."""
         found = self.files.get(name, [])
@@ -283,7 +280,7 @@ class Scan:
         if name in self.broken:
             raise TvmflowError(self.broken[name][1])
         raise TvmflowError(f"unknown variant {name!r}{_suggest(name, self.files)} "
-                           f"(known variants: {', '.join(self.files) or 'none'})")
+                           f"(known variants: {', '.join(sorted(self.files, key=_order)) or 'none'})")
 
     def declaring(self, name: str) -> list[Path]:
         """Every file that declares ``name``."""
@@ -308,6 +305,13 @@ def _scan() -> Scan:
                 continue
             scan.files.setdefault(name, []).append((path, data))
     return scan
+
+
+_FIRST = ("original", "grouped", "grouped-wide", "pruned", "pruned-a8")
+
+
+def _order(name: str) -> tuple[int, str]:  # the five variants first, then by name
+    return (_FIRST.index(name) if name in _FIRST else len(_FIRST), name)
 
 
 _warned: set[str] = set()
@@ -339,7 +343,7 @@ def list_models(pattern: str = "*") -> list[str]:
     for path, error in scan.broken.values():
         _warn_once(f"{error} (ignored)")
     names = []
-    for name in scan.names():
+    for name in scan.files:
         if not fnmatch.fnmatchcase(name, pattern):
             continue
         try:
@@ -349,9 +353,7 @@ def list_models(pattern: str = "*") -> list[str]:
             _warn_once(f"{exc} (variant {name!r} ignored)")
             continue
         names.append(name)
-    order = {n: i for i, n in enumerate(["original", "grouped", "grouped-wide", "pruned", "pruned-a8"])}
-    names.sort(key=lambda n: (order.get(n, len(order)), n))
-    return names
+    return sorted(names, key=_order)
 
 
 def get_spec(name: str, **overrides: Any) -> Variant:

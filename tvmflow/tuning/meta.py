@@ -62,6 +62,27 @@ class Adaptation:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+_NUM = (int, float)
+_TYPES: dict[str, tuple[type, ...]] = {
+    **{k: (str,) for k in ("variant", "target_name", "cpu", "mcpu", "tvm_version", "frontend",
+                           "measured_on", "created", "updated")},
+    **{k: (int,) for k in ("seed", "per_round", "trials", "records", "n_tasks",
+                           "n_tuned_tasks", "builders")},
+    **{k: (dict,) for k in ("target", "detected", "pipeline", "weights", "task_trials",
+                            "best_ms", "threads")},
+    **{k: (list,) for k in ("tasks", "adapted_from", "repaired")},
+    "wall_s": _NUM, "est_total_ms": _NUM, "interrupted": (bool,), "dry_run": (bool,)}
+
+
+def _check_types(data: dict[str, Any]) -> None:
+    for key, types in _TYPES.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ValueError(f"field {key!r} is {value!r}, not {' or '.join(t.__name__ for t in types)}")
+
+
 # fields written only when they say something (old logs lack them; a round trip keeps them out)
 _OPTIONAL = ("threads", "builders", "adapted_from", "dry_run", "repaired")
 
@@ -132,6 +153,7 @@ class ScheduleMeta:
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         values = {k: v for k, v in data.items() if k in known}
         try:
+            _check_types(data)
             values["adapted_from"] = [Adaptation.from_json(a)
                                       for a in data.get("adapted_from") or []]
             values["detected"] = dict(data.get("detected") or {})
