@@ -351,3 +351,30 @@ def test_a_set_shipped_for_this_cpu_is_copied_and_never_written(tuned, tmp_path,
     assert res.log_dir == log and res.trials_before == 16 and res.trials_run == 8
     assert S.record_count(log) == 16 + 8 and S.read_meta(log)["trials"] == 24
     assert _snapshot(fake) == before
+
+
+def test_nothing_to_do_touches_nothing_and_imports_no_model(tmp_path, monkeypatch):
+    """A log that holds the budget already: the result comes from its meta.json, and no file
+    is written (bytes and mtimes), no model imported."""
+    import tvmflow.ir.frontend as frontend
+    from tvmflow.target.presets import get_target
+    from tvmflow.tuning.tune import tune
+
+    def no_import(*args, **kwargs):
+        raise AssertionError("the model was imported")
+    monkeypatch.setattr(frontend, "import_model", no_import)
+    preset = get_target("host")
+    log = S.schedule_dir(preset, VARIANT, tmp_path)
+    log.mkdir(parents=True)
+    (log / S.DB_WORKLOAD).write_text('["1","wl"]\n')
+    (log / S.DB_RECORDS).write_text("".join(
+        json.dumps([0, [[["trace", i]], [1e-3 * (i + 1)], dict(preset.target), []]]) + "\n"
+        for i in range(10)))
+    S.write_meta(log, {"variant": VARIANT, "target": dict(preset.target), "trials": 10,
+                       "tasks": ["t0"], "weights": {"t0": 2}, "best_ms": {"t0": 0.5},
+                       "task_trials": {"t0": 10}, "n_tasks": 1})
+    before = _snapshot(tmp_path)
+    res = tune(VARIANT, trials=10, root=tmp_path)
+    assert res.skipped and (res.trials_before, res.trials_run, res.trials_total) == (10, 0, 10)
+    assert [(t.name, t.trials, t.weighted_ms) for t in res.tasks] == [("t0", 10, 1.0)]
+    assert _snapshot(tmp_path) == before
