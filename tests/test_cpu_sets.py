@@ -74,9 +74,9 @@ def test_shipped_host_logs_sit_in_the_set_of_the_cpu_they_were_tuned_on():
     rows = [r for r in S.list_schedules(shipped_dir("schedules")) if r["target"] == "host"]
     assert {"emeraldrapids", "znver2"} <= {r["cpu"] for r in rows}
     for r in rows:
-        meta = S.read_meta(Path(r["path"]))
-        assert meta["detected"]["llvm_cpu"] == r["cpu"] == Path(r["path"]).parent.name
-        assert meta["target"]["mcpu"] in (r["cpu"], "x86-64-v4")  # v4: the older logs
+        meta = S.load_meta(Path(r["path"]))
+        assert meta.cpu == meta.detected["llvm_cpu"] == r["cpu"] == Path(r["path"]).parent.name
+        assert meta.target["mcpu"] in (r["cpu"], "x86-64-v4")  # v4: the older logs
         assert r["integrity"] == "ok"
 
 
@@ -237,54 +237,51 @@ def _cli(env, *args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _log_as(src: Path, dst: Path, variant: str) -> None:
-    """A copy of the log ``src`` recorded for ``variant`` (the same network, another name)."""
-    shutil.copytree(src, dst)
-    meta = json.loads((dst / "meta.json").read_text())
-    meta["variant"] = variant
-    (dst / "meta.json").write_text(json.dumps(meta))
-
-
-def test_compile_applies_the_nearest_set_and_says_so(tmp_path, monkeypatch):
-    """A set of another CPU only: its records applied (every task), code for THIS CPU, the
-    output right, the terminal and the sidecar naming both CPUs; then a set tuned on this CPU
-    appears and the module is recompiled with it.  The variant is pruned-a8 under a name of its
-    own, so that no shipped set of this CPU is there to win."""
+def test_compile_applies_the_nearest_set_and_says_so(tmp_path):
+    """The shipped set of another CPU: its records applied (every task), code for THIS CPU,
+    the output right, the terminal and the sidecar naming both CPUs; then a set tuned on this
+    CPU appears and the module is recompiled with it.  The variant is a copy of pruned-a8
+    under another name (tvmflow ships no set of it, for any CPU), its set the shipped one."""
     here = get_target("host").cpu_key
     other = "emeraldrapids" if here != "emeraldrapids" else "sapphirerapids"
+    root = tmp_path / "sched"
     models = tmp_path / "models"
     models.mkdir()
-    (models / "pa8.toml").write_text('name = "pa8"\nbase = "pruned-a8"\n')
-    monkeypatch.setenv("TVMFLOW_MODEL_PATH", str(models))
-    root = tmp_path / "sched"
-    _log_as(SHIPPED / "pruned-a8", root / "host" / other / "pa8", "pa8")
+    (models / "a8copy.toml").write_text('name = "a8copy"\nbase = "pruned-a8"\n')
+    shutil.copytree(SHIPPED / "pruned-a8", root / "host" / other / "a8copy")
+    S.write_meta(root / "host" / other / "a8copy",
+                 dict(S.read_meta(SHIPPED / "pruned-a8"), variant="a8copy"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TVMFLOW_")}
     env.update(TVMFLOW_SCHEDULES=str(root), TVMFLOW_ARTIFACTS_DIR=str(tmp_path / "arts"),
                TVMFLOW_MODEL_PATH=str(models), COLUMNS="250")
-    r = _cli(env, "compile", "-t", "host", "-v", "pa8")
+    r = _cli(env, "compile", "-t", "host", "-v", "a8copy")
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"tuned on {other}, running on {here}" in r.stdout
     n = json.loads((SHIPPED / "pruned-a8" / "meta.json").read_text())["n_tasks"]
     assert f"tasks: {n}, tuned {n}, default schedules 0" in r.stdout
-    so = tmp_path / "arts" / "host" / "pa8.so"
+    so = tmp_path / "arts" / "host" / "a8copy.so"
     side = json.loads(so.with_suffix(".json").read_text())
     sched = side["schedules"]
     assert (sched["cpu"], sched["running_on"], sched["match"]) == (other, here, "nearest")
     assert sched["note"] == f"tuned on {other}, running on {here}"
-    assert sched["path"] == str(root / "host" / other / "pa8")
+    assert sched["path"] == str(root / "host" / other / "a8copy")
     assert side["coverage"]["tuned"] == side["coverage"]["tasks"] == n
     assert side["target"]["target"]["mcpu"] == here            # generated for this CPU
     from tvmflow.ir.frontend import import_model
     from tvmflow.runtime.run import run
-    model = import_model("pa8", seed=0)
+    os.environ["TVMFLOW_MODEL_PATH"] = str(models)
+    try:
+        model = import_model("a8copy", seed=0)
+    finally:
+        del os.environ["TVMFLOW_MODEL_PATH"]
     err = np.abs(run(so).output - model.reference(model.example_input())).max()
     assert err <= 1e-4
     # tuned on this CPU now (here: the same records, copied): stale, recompiled, exact
-    shutil.copytree(root / "host" / other / "pa8", root / "host" / here / "pa8")
-    r = _cli(env, "compile", "-t", "host", "-v", "pa8")
+    shutil.copytree(root / "host" / other / "a8copy", root / "host" / here / "a8copy")
+    r = _cli(env, "compile", "-t", "host", "-v", "a8copy")
     assert r.returncode == 0, r.stderr[-3000:]
     sched = next(ln for ln in r.stdout.splitlines() if ln.startswith("schedules:"))
-    assert "tuned on" not in sched and f"host/{here}/pa8" in sched
+    assert "tuned on" not in sched and f"host/{here}/a8copy" in sched
     assert "compiled because:" in r.stdout and f"now the one tuned on {here}" in r.stdout
     sched = json.loads(so.with_suffix(".json").read_text())["schedules"]
     assert (sched["cpu"], sched["match"]) == (here, "exact") and "note" not in sched
@@ -295,8 +292,8 @@ def test_compile_applies_the_nearest_set_and_says_so(tmp_path, monkeypatch):
 
 def _pkg(mcpu: str, mattr=None):
     from tvmflow.artifact.package import Package
-    target = {"kind": "llvm", "mcpu": mcpu, **({"mattr": mattr} if mattr else {})}
     from tvmflow.artifact.sidecar import Sidecar
+    target = {"kind": "llvm", "mcpu": mcpu, **({"mattr": mattr} if mattr else {})}
     side = {"variant": {"name": "pruned"}, "input": {"seed": 0, "shape": [1, 3, 32, 32],
                                                      "dtype": "float32"},
             "target": {"name": "host", "device": "cpu", "target": target},

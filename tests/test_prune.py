@@ -287,3 +287,73 @@ def test_cli_refuses_a_registered_name(run_cli, seeded, tmp_path):
 def test_cli_grouped_base(run_cli, seeded):
     _error(run_cli("prune", seeded["path"], "--ratio", "0.5", "--base", "grouped"),
            "pruning needs an ungrouped variant", "'grouped'")
+
+
+# ---- nothing lost ---------------------------------------------------------------------------
+
+def test_prune_never_writes_a_name_another_file_declares(run_cli, seeded, tmp_path):
+    """`prune --name pruned --force` once replaced the shipped variant file: a declared name
+    is refused, --force or not, into the workspace or any -o."""
+    from tvmflow.workspace import shipped_dir
+    shipped = shipped_dir("models") / "pruned.toml"
+    before = shipped.read_bytes()
+    for out in ([], ["-o", tmp_path]):
+        _error(run_cli("prune", seeded["path"], "--ratio", "0.5", "--name", "pruned", "--force",
+                       *out), "variant 'pruned' already exists", str(shipped))
+    assert shipped.read_bytes() == before and not list(tmp_path.iterdir())
+    # a variant file of the user's (TVMFLOW_MODEL_PATH) is no different
+    mine = tmp_path / "models"
+    mine.mkdir()
+    (mine / "mine.toml").write_text('name = "mine"\nbase = "original"\n')
+    _error(run_cli("prune", seeded["path"], "--ratio", "0.5", "--name", "mine", "--force",
+                   "-o", tmp_path / "out", model_path=mine), "variant 'mine' already exists")
+    assert not (tmp_path / "out").exists()
+
+
+def test_force_replaces_only_what_prune_wrote(run_cli, seeded, tmp_path):
+    (tmp_path / "handmade.toml").write_text('name = "handmade"\nbase = "original"\n')
+    (tmp_path / "stray.pth").write_bytes(b"not mine")
+    for name, existing in (("handmade", "handmade.toml"), ("stray", "stray.pth")):
+        _error(run_cli("prune", seeded["path"], "--ratio", "0.5", "--name", name, "-o", tmp_path,
+                       "--force"), f"{existing} was not written by tvmflow prune")
+    assert (tmp_path / "handmade.toml").read_text() == 'name = "handmade"\nbase = "original"\n'
+    assert (tmp_path / "stray.pth").read_bytes() == b"not mine"
+
+
+def test_prune_writes_into_the_workspace_models_atomically(seeded, monkeypatch, tmp_path):
+    monkeypatch.setenv("TVMFLOW_HOME", str(tmp_path))
+    r = prune(seeded["path"], 0.5, name="ws")
+    assert r.variant_path == tmp_path / "models" / "ws.toml" and r.checkpoint_path.is_file()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["ws.pth", "ws.toml"]
+    assert get_spec("ws").channels == tuple(SEED_REMAIN)       # the workspace is searched
+    # a failure half-way (here: torch.save) leaves nothing behind
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        prune(seeded["path"], 0.4, name="half")
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["ws.pth", "ws.toml"]
+
+
+def _bad_checkpoints(d):
+    torch.save([1, 2], d / "list.pth")
+    torch.save({"state_dict": 5}, d / "sd-int.pth")
+    torch.save({"cfg": 3, "state_dict": {"a": torch.zeros(1)}}, d / "cfg-int.pth")
+    torch.save({}, d / "empty-dict.pth")
+    torch.save(torch.zeros(2), d / "tensor.pth")
+    (d / "empty.pth").write_bytes(b"")
+    (d / "text.pth").write_text("hello\n")
+
+
+@pytest.mark.parametrize("case,fragment", [
+    ("empty", "is empty (0 bytes)"), ("text", "is it a PyTorch checkpoint?"),
+    ("list", "neither micronet's"), ("tensor", "neither micronet's"),
+    ("empty-dict", "neither micronet's"), ("sd-int", "'state_dict' is not a dict of named tensors"),
+    ("cfg-int", "its 'cfg' must be a list of channel counts")])
+def test_cli_checkpoints_that_are_not_ones(run_cli, tmp_path_factory, case, fragment):
+    d = tmp_path_factory.getbasetemp() / "bad-checkpoints"
+    if not d.exists():
+        d.mkdir()
+        _bad_checkpoints(d)
+    _error(run_cli("prune", d / f"{case}.pth", "--ratio", "0.5", "-o", d / "out"),
+           f"{case}.pth", fragment)
+    with pytest.raises(TvmflowError, match="checkpoint"):
+        load_checkpoint_file(d / f"{case}.pth")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from tvmflow.errors import TvmflowError
 from tvmflow.spec.nin import build_model, count_params, randomize
-from tvmflow.spec.registry import create_model, get_spec, list_models
+from tvmflow.spec.registry import Variant, VariantSpec, create_model, get_spec, list_models
 
 FIVE = {  # params, conv MACs at 1x3x32x32 (micronet.md)
     "original": (969_822, 222_486_528),
@@ -178,7 +178,52 @@ _BAD_FILES = {
 
 @pytest.mark.parametrize("case", list(_BAD_FILES))
 def test_cli_bad_variant_file(case, tmp_path, run_cli):
+    """A bad file is an error for the command that asks for it, and one warning line for
+    a command that does not (the other variants are listed)."""
     text, fragments = _BAD_FILES[case]
     stem = fragments[0].removesuffix(".toml")
     (tmp_path / f"{stem}.toml").write_text(text)
-    _error(run_cli("models", model_path=tmp_path), *fragments)
+    _error(run_cli("models", stem, model_path=tmp_path), *fragments)
+    proc = run_cli("models", "--json", model_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["name"] for r in json.loads(proc.stdout)] == list(FIVE)
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("Warning: ") and all(f in line for f in fragments), line
+
+
+def test_a_duplicate_name_is_an_error_naming_both_files(tmp_path, run_cli):
+    (tmp_path / "zz-original.toml").write_text(
+        'name = "original"\nbase = "pruned-a8"\ndescription = "not the original"\n')
+    shipped = get_spec("original").source
+    _error(run_cli("models", "original", model_path=tmp_path),
+           "variant 'original' is declared by 2 files", "zz-original.toml", shipped)
+    _error(run_cli("models", "pruned", model_path=tmp_path),          # its base is 'original'
+           "pruned.toml: its base 'original'", "zz-original.toml")
+    proc = run_cli("models", "grouped", "--json", model_path=tmp_path)  # needs neither
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    proc = run_cli("models", "--json", model_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["name"] for r in json.loads(proc.stdout)] == ["grouped", "grouped-wide"]
+    assert all(line.startswith("Warning: ") for line in proc.stderr.strip().splitlines())
+
+
+def test_a_malformed_file_breaks_only_the_variants_that_need_it(tmp_path, monkeypatch):
+    (tmp_path / "broken.toml").write_text('name = "broken\n')
+    (tmp_path / "child.toml").write_text('name = "child"\nbase = "broken"\n')
+    monkeypatch.setenv("TVMFLOW_MODEL_PATH", str(tmp_path))
+    assert list_models() == list(FIVE)
+    assert get_spec("pruned-a8").name == "pruned-a8"
+    with pytest.raises(TvmflowError, match="malformed variant file .*broken.toml"):
+        get_spec("broken")
+    with pytest.raises(TvmflowError, match="child.toml: its base 'broken': malformed"):
+        get_spec("child")
+
+
+@pytest.mark.parametrize("name", list(FIVE))
+def test_variant_record_round_trip(name):
+    spec = get_spec(name)
+    data = json.loads(json.dumps(spec.to_json()))
+    assert Variant.from_json(data) == spec and VariantSpec is Variant
+    assert data["source"] == spec.source and data["pool1"]["kind"] in ("max", "avg")
+    with pytest.raises(TvmflowError, match="field 'channels'"):
+        Variant.from_json(dict(data, channels=[1, 2]))

@@ -160,3 +160,100 @@ def test_schedules_cli_lists_and_repairs(tmp_path):
     assert out.returncode == 0, out.stderr
     rows = [r for r in json.loads(out.stdout) if r["source"] == "workspace"]
     assert rows[0]["integrity"] == "ok" and rows[0]["records"] == 10
+
+
+# ------------------------------------------------------------------ meta.json (ScheduleMeta)
+
+DATA = Path(__file__).parent / "data" / "schedule_meta"
+
+
+def test_every_shipped_meta_reads_and_writes_back_byte_for_byte():
+    from tvmflow.workspace import shipped_dir
+    metas = sorted(shipped_dir("schedules").glob("*/*/*/meta.json"))
+    assert len(metas) >= 10
+    for path in metas:
+        meta = S.ScheduleMeta.read(path.parent)
+        assert meta.text() == path.read_text(), path
+        assert (meta.cpu, meta.variant) == (path.parent.parent.name, path.parent.name)
+        assert meta.trials > 0 and meta.tasks and meta.isa
+
+
+def test_older_meta_formats_read():
+    """meta.json as the first shipped logs wrote it (no cpu, no threads, the pipeline of
+    three options; tests/data/schedule_meta holds copies from the git history)."""
+    files = sorted(DATA.glob("*.json"))
+    assert len(files) >= 2
+    for path in files:
+        data = json.loads(path.read_text())
+        meta = S.ScheduleMeta.from_json(data)
+        assert "cpu" not in data and meta.cpu == data["detected"]["llvm_cpu"] == "emeraldrapids"
+        assert meta.isa == "avx512" and meta.threads is None and meta.adapted_from == []
+        assert (meta.trials, meta.pipeline, meta.best_ms) == (data["trials"], data["pipeline"],
+                                                              data["best_ms"])
+        assert meta.to_json() == {**data, "cpu": "emeraldrapids"}
+
+
+def test_meta_keeps_unknown_keys_and_an_unchanged_file_is_not_rewritten(tmp_path):
+    S.write_meta(tmp_path, {"variant": "x", "trials": 3, "from_a_newer_tvmflow": {"a": 1}})
+    meta = S.load_meta(tmp_path)
+    assert meta.extra == {"from_a_newer_tvmflow": {"a": 1}} and meta.trials == 3
+    assert S.read_meta(tmp_path)["from_a_newer_tvmflow"] == {"a": 1}
+    before = (tmp_path / S.META).stat().st_mtime_ns
+    os.utime(tmp_path / S.META, ns=(before - 10**9, before - 10**9))
+    S.save_meta(tmp_path, meta)
+    assert (tmp_path / S.META).stat().st_mtime_ns == before - 10**9
+    meta.trials = 4
+    S.save_meta(tmp_path, meta)
+    assert S.read_meta(tmp_path)["trials"] == 4
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.parametrize("text", ["{", "[1, 2]", '{"trials": 3, "adapted_from": [{"x": 1}]}'])
+def test_a_corrupt_meta_is_one_clear_error(tmp_path, text):
+    (tmp_path / S.META).write_text(text)
+    with pytest.raises(TvmflowError, match=f"{tmp_path / S.META}"):
+        S.load_meta(tmp_path)
+
+
+def test_move_aside_keeps_everything(tmp_path):
+    log = _write(tmp_path / "host" / "cpu" / "pruned", meta={"variant": "pruned", "trials": 10})
+    (log / "logs").mkdir()
+    (log / "logs" / "x.log").write_text("tvm says")
+    files = {n: (log / n).read_bytes() for n in (S.DB_WORKLOAD, S.DB_RECORDS, S.META)}
+    first = S.move_aside(log)
+    assert first.parent == log.parent and first.name.startswith("pruned.old-")
+    assert {n: (first / n).read_bytes() for n in files} == files
+    assert (first / "logs" / "x.log").read_text() == "tvm says" and not S.has_log(log)
+    assert S.move_aside(log) is None                    # nothing there: nothing moved
+    _write(log)
+    second = S.move_aside(log)
+    assert second != first and S.record_count(second) == 10
+
+
+def test_the_staleness_check_reads_meta_and_hashes_without_opening_the_database(
+        tmp_path, monkeypatch):
+    """compile's staleness check (schedule_database(load=False)) finds the set in
+    tvmflow.tuning.schedules (an importlib fallback once looked elsewhere and found none),
+    and never opens the database through TVM; compiling does."""
+    import tvmflow.adapter.tune as ad
+    from tvmflow.artifact.compile import schedule_database
+
+    def no_open(*args, **kwargs):
+        raise AssertionError("the database was opened")
+    monkeypatch.setattr(ad, "open_database", no_open)
+    monkeypatch.setenv("TVMFLOW_SCHEDULES", str(tmp_path))
+    p = _preset()
+    d = _write(S.schedule_dir(p, "pruned-a8"), meta=_meta(p))
+    db, info = schedule_database(p, "pruned-a8", load=False)
+    assert db is None and info["sha256"] == S.db_sha256(d) and info["path"] == str(d)
+    assert info["trials"] == 10 and info["match"] == "exact"
+    with pytest.raises(AssertionError, match="the database was opened"):
+        schedule_database(p, "pruned-a8")
+
+
+@pytest.mark.parametrize("data", [{"trials": "many"}, {"best_ms": [1]}, {"interrupted": "no"},
+                                  {"trials": True}, {"adapted_from": [3]}])
+def test_a_meta_of_the_wrong_types_is_one_clear_error(tmp_path, data):
+    (tmp_path / S.META).write_text(json.dumps(data))
+    with pytest.raises(TvmflowError, match="is not a tuning log's meta.json"):
+        S.load_meta(tmp_path)

@@ -3,6 +3,9 @@
 A module fixture tunes 16 trials into a temporary schedules root; the tests then interrupt
 a real tune with SIGINT and resume it, run two tunes of one log at once, measure through a
 real RPC tracker + server on 127.0.0.1, and compile with the database (shared pipeline).
+
+The variant is pruned-a8 under another name (``a8tune``, a variant file of the tests): tvmflow
+ships sets of pruned-a8, which a tune in an empty workspace resumes from (tested here too).
 """
 
 from __future__ import annotations
@@ -20,13 +23,34 @@ import pytest
 
 from tvmflow.tuning import schedules as S
 
-VARIANT = "pruned-a8"
+VARIANT = "a8tune"
+_MODELS: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _variant_file(tmp_path_factory):
+    """pruned-a8 as ``a8tune``: no set of it is shipped."""
+    d = tmp_path_factory.mktemp("models")
+    (d / f"{VARIANT}.toml").write_text(f'name = "{VARIANT}"\nbase = "pruned-a8"\n')
+    _MODELS["dir"] = d
+
+
+@pytest.fixture(autouse=True)
+def _model_path(_only_repo_models, monkeypatch):
+    monkeypatch.setenv("TVMFLOW_MODEL_PATH", str(_MODELS["dir"]))
 
 
 def _env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TVM_TRACKER")}
-    env.update(TVMFLOW_SCHEDULES=str(root), COLUMNS="200")
+    env.update(TVMFLOW_SCHEDULES=str(root), COLUMNS="200",
+               TVMFLOW_MODEL_PATH=str(_MODELS["dir"]))
     return env
+
+
+def _snapshot(d: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file below ``d``: its bytes and mtime."""
+    return {str(p.relative_to(d)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(d.rglob("*")) if p.is_file()}
 
 
 def _tune(root: Path, *args, timeout=900):
@@ -61,11 +85,18 @@ def test_tune_writes_log_and_meta(tuned):
 
 
 def test_rerun_within_budget_does_nothing(tuned):
+    """Nothing left to do: the log, meta.json included, is not touched (bytes and mtimes)."""
     root, _ = tuned
+    before = _snapshot(root)
     out = _tune(root, "--trials", 16, "--json")
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout)[0]
     assert res["skipped"] and res["trials_run"] == 0 and res["trials_before"] == 16
+    assert len(res["tasks"]) == S.read_meta(S.schedule_dir("host", VARIANT, root))["n_tasks"]
+    out = _tune(root, "--trials", 8, "--layout", "NCHW")       # the log's own pipeline
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "16 trials already done (budget 8)" in out.stdout
+    assert _snapshot(root) == before
 
 
 def test_pipeline_build_applies_database(tuned):
@@ -269,4 +300,81 @@ def test_adapt_remeasures_another_cpus_records_and_the_budget_continues(tmp_path
     assert res["adapted"]["skipped"].startswith("already adapted") and res["skipped"]
     assert S.record_count(dst) == n + 8
     out = _tune(root, "--adapt", "nosuch", "--trials", 8, timeout=120)
-    assert out.returncode == 2 and "no set of pruned-a8 tuned on nosuch" in out.stderr
+    assert out.returncode == 2 and f"no set of {VARIANT} tuned on nosuch" in out.stderr
+
+
+# ------------------------------------------------------------------ nothing lost
+
+
+def test_fresh_moves_the_old_log_aside_and_says_where(tuned, tmp_path):
+    root, _ = tuned
+    src = S.schedule_dir("host", VARIANT, root)
+    dst = S.schedule_dir("host", VARIANT, tmp_path)
+    dst.mkdir(parents=True)
+    old = {n: (src / n).read_bytes() for n in (S.DB_WORKLOAD, S.DB_RECORDS, S.META)}
+    for name, data in old.items():
+        (dst / name).write_bytes(data)
+    out = _tune(tmp_path, "--fresh", "--trials", 8, "--per-round", 8, "--layout", "NCHW")
+    assert out.returncode == 0, out.stderr[-3000:]
+    (aside,) = [p for p in dst.parent.iterdir() if p.name.startswith(f"{VARIANT}.old-")]
+    assert f"the old log was moved to {aside}" in " ".join(out.stdout.split())
+    assert {n: (aside / n).read_bytes() for n in old} == old       # nothing lost
+    assert S.record_count(dst) == 8 and S.read_meta(dst)["trials"] == 8
+    # the moved log is no set of its own
+    assert [r["variant"] for r in S.list_schedules(tmp_path)] == [VARIANT]
+
+
+def test_a_set_shipped_for_this_cpu_is_copied_and_never_written(tuned, tmp_path, monkeypatch):
+    """An empty workspace, a set of the variant shipped for this CPU: a tune with nothing to
+    do copies nothing; one with trials to run resumes from a copy in the workspace, and the
+    shipped files stay as they were."""
+    import tvmflow.workspace as ws
+    from tvmflow.target.presets import get_target
+    from tvmflow.tuning.tune import tune
+    root, _ = tuned
+    real = ws.shipped_dir
+    fake = tmp_path / "shipped"
+    monkeypatch.setattr(ws, "shipped_dir",
+                        lambda kind: fake / kind if kind == "schedules" else real(kind))
+    here = get_target("host").cpu_key
+    shipped = fake / "schedules" / "host" / here / VARIANT
+    shipped.mkdir(parents=True)
+    for name in (S.DB_WORKLOAD, S.DB_RECORDS, S.META):
+        (shipped / name).write_bytes((S.schedule_dir("host", VARIANT, root) / name).read_bytes())
+    before = _snapshot(fake)
+    workspace = tmp_path / "ws"
+    monkeypatch.setenv("TVMFLOW_SCHEDULES", str(workspace))
+    res = tune(VARIANT, trials=16)
+    assert res.skipped and res.log_dir == shipped and not workspace.exists()
+    res = tune(VARIANT, trials=24, per_round=8)
+    log = S.schedule_dir("host", VARIANT, workspace)
+    assert res.log_dir == log and res.trials_before == 16 and res.trials_run == 8
+    assert S.record_count(log) == 16 + 8 and S.read_meta(log)["trials"] == 24
+    assert _snapshot(fake) == before
+
+
+def test_nothing_to_do_touches_nothing_and_imports_no_model(tmp_path, monkeypatch):
+    """A log that holds the budget already: the result comes from its meta.json, and no file
+    is written (bytes and mtimes), no model imported."""
+    import tvmflow.ir.frontend as frontend
+    from tvmflow.target.presets import get_target
+    from tvmflow.tuning.tune import tune
+
+    def no_import(*args, **kwargs):
+        raise AssertionError("the model was imported")
+    monkeypatch.setattr(frontend, "import_model", no_import)
+    preset = get_target("host")
+    log = S.schedule_dir(preset, VARIANT, tmp_path)
+    log.mkdir(parents=True)
+    (log / S.DB_WORKLOAD).write_text('["1","wl"]\n')
+    (log / S.DB_RECORDS).write_text("".join(
+        json.dumps([0, [[["trace", i]], [1e-3 * (i + 1)], dict(preset.target), []]]) + "\n"
+        for i in range(10)))
+    S.write_meta(log, {"variant": VARIANT, "target": dict(preset.target), "trials": 10,
+                       "tasks": ["t0"], "weights": {"t0": 2}, "best_ms": {"t0": 0.5},
+                       "task_trials": {"t0": 10}, "n_tasks": 1})
+    before = _snapshot(tmp_path)
+    res = tune(VARIANT, trials=10, root=tmp_path)
+    assert res.skipped and (res.trials_before, res.trials_run, res.trials_total) == (10, 0, 10)
+    assert [(t.name, t.trials, t.weighted_ms) for t in res.tasks] == [("t0", 10, 1.0)]
+    assert _snapshot(tmp_path) == before

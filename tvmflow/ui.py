@@ -23,4 +23,6 @@ def print_table(title: str, columns: list[str], rows: list[list], *, right: set[
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]Warning:[/yellow] {message}", highlight=False)
+    from rich.markup import escape
+    err_console.print(f"[yellow]Warning:[/yellow] {escape(message)}", highlight=False,
+                      soft_wrap=True)

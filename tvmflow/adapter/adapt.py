@@ -51,15 +51,12 @@ def remeasure(tasks, source_dir: str, dest_dir: str, target, *, builder, runner,
     to ``out`` (when given) as each task is committed, so an interrupt keeps what was done;
     ``on_task(entry)`` runs after each task (it may raise KeyboardInterrupt to stop).
     """
-    from tvm.s_tir import meta_schedule as ms
-
-    from tvmflow.adapter.tune import intrin_arch, light_tensor_intrin_import, native_stderr_to, open_database
+    from tvmflow.adapter.tune import intrin_arch, light_tensor_intrin_import, open_database
     light_tensor_intrin_import(intrin_arch(target))
     src = open_database(source_dir, allow_missing=False)
     dst = open_database(dest_dir, allow_missing=True)
-    device = _device_type(target)
     out = [] if out is None else out
-    native_log = os.path.join(dest_dir, "logs", "tvm-native.log")
+    ctx = _Remeasure(target, builder, runner, dst, os.path.join(dest_dir, "logs", "tvm-native.log"))
     for task in tasks:
         mod = task.dispatched[0]
         if not src.has_workload(mod):
@@ -67,41 +64,63 @@ def remeasure(tasks, source_dir: str, dest_dir: str, target, *, builder, runner,
         records = list(src.get_top_k(src.commit_workload(mod), top_k))
         if not records:
             continue
-        entry: dict[str, Any] = {"task_name": str(task.task_name), "weight": int(task.weight),
-                                 "source_s": [_mean(r.run_secs) for r in records],
-                                 "measured_s": [None] * len(records), "committed": 0,
-                                 "failed": 0, "errors": []}
+        out.append(ctx.task(task, mod, records))
+        if on_task is not None:
+            on_task(out[-1])
+    return out
+
+
+class _Remeasure:
+    """Build, run and commit the records of one task after another."""
+
+    def __init__(self, target, builder, runner, dst, native_log: str):
+        self.target, self.builder, self.runner, self.dst = target, builder, runner, dst
+        self.device = _device_type(target)
+        self.native_log = native_log
+
+    def _build(self, records, entry) -> list[tuple[int, Any, str]]:
+        """(record index, candidate, artifact) of each record replayed and built here."""
+        from tvm.s_tir import meta_schedule as ms
+
+        from tvmflow.adapter.tune import native_stderr_to
         cands: list[tuple[int, Any]] = []
-        with native_stderr_to(native_log):
+        with native_stderr_to(self.native_log):
             for i, rec in enumerate(records):
                 try:
                     cands.append((i, rec.as_measure_candidate()))
                 except Exception as exc:  # the trace does not replay on this workload
                     entry["errors"].append(f"replay: {str(exc).strip().splitlines()[-1]}")
-            builds = builder.build([ms.builder.BuilderInput(c.sch.mod, target) for _, c in cands])
-        inputs, which = [], []
+            builds = self.builder.build([ms.builder.BuilderInput(c.sch.mod, self.target)
+                                         for _, c in cands])
+        built = []
         for (i, cand), b in zip(cands, builds):
             if b.error_msg is not None:
                 entry["errors"].append(f"build: {str(b.error_msg).strip().splitlines()[-1]}")
                 continue
-            inputs.append(ms.runner.RunnerInput(b.artifact_path, device, cand.args_info))
-            which.append((i, cand, b.artifact_path))
-        results = [f.result() for f in runner.run(inputs)] if inputs else []
-        workload = dst.commit_workload(mod)
-        for (i, cand, artifact), res in zip(which, results):
+            built.append((i, cand, b.artifact_path))
+        return built
+
+    def task(self, task, mod, records) -> dict[str, Any]:
+        from tvm.s_tir import meta_schedule as ms
+        entry: dict[str, Any] = {"task_name": str(task.task_name), "weight": int(task.weight),
+                                 "source_s": [_mean(r.run_secs) for r in records],
+                                 "measured_s": [None] * len(records), "committed": 0,
+                                 "failed": 0, "errors": []}
+        built = self._build(records, entry)
+        inputs = [ms.runner.RunnerInput(a, self.device, c.args_info) for _, c, a in built]
+        results = [f.result() for f in self.runner.run(inputs)] if inputs else []
+        workload = self.dst.commit_workload(mod)
+        for (i, cand, artifact), res in zip(built, results):
             shutil.rmtree(os.path.dirname(artifact), ignore_errors=True)
             secs = [float(s) for s in (res.run_secs or [])]
             mean = _mean(secs)
             if res.error_msg is not None or mean is None:
                 entry["errors"].append(f"run: {str(res.error_msg or 'no run time').strip().splitlines()[-1]}")
                 continue
-            dst.commit_tuning_record(ms.database.TuningRecord(
-                records[i].trace, workload, run_secs=secs, target=target,
+            self.dst.commit_tuning_record(ms.database.TuningRecord(
+                records[i].trace, workload, run_secs=secs, target=self.target,
                 args_info=cand.args_info))
             entry["measured_s"][i] = mean
             entry["committed"] += 1
         entry["failed"] = len(records) - entry["committed"]
-        out.append(entry)
-        if on_task is not None:
-            on_task(entry)
-    return out
+        return entry

@@ -81,8 +81,8 @@ def schedule_database(preset: TargetPreset, variant: str, *, load: bool = True):
     from tvmflow.tuning import schedules
     if load:
         database, info = schedules.load_for_compile(preset, variant)
-    else:
-        database, info = None, schedules.database_info(preset, variant)
+    else:   # a staleness check: meta.json and the database's sha256, no TVM
+        database, info = None, schedules.database_info(preset, variant, check=False)
     return database, (info if info and info.get("sha256") else None)
 
 

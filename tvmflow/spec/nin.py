@@ -84,23 +84,50 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _is_state_dict(obj) -> bool:
+    return (isinstance(obj, dict) and bool(obj)
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
+
+
+def _cfg(cfg, path: Path) -> list[int] | None:
+    if cfg is None:
+        return None
+    if (not isinstance(cfg, (list, tuple))
+            or not all(isinstance(c, int) and not isinstance(c, bool) for c in cfg)):
+        raise TvmflowError(f"checkpoint {path}: its 'cfg' must be a list of channel counts, "
+                           f"got {cfg!r}"[:300])
+    return list(cfg)
+
+
 def load_checkpoint_file(path: str | Path) -> dict:
-    """Read a checkpoint with ``weights_only=True``; returns {'cfg': list|None, 'state_dict': ...}."""
+    """Read a checkpoint with ``weights_only=True``; returns {'cfg': list|None, 'state_dict': ...}.
+
+    Anything that is not one (a missing, empty or non-PyTorch file, a pickle of something
+    else, a state_dict without tensors) is one TvmflowError line."""
     path = Path(path)
     if not path.is_file():
         raise TvmflowError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise TvmflowError(f"checkpoint {path} is empty (0 bytes)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, refused globals, truncated files
-        raise TvmflowError(f"cannot load checkpoint {path} with weights_only=True: "
-                           f"{str(exc).splitlines()[0]}") from None
+        raise TvmflowError(f"cannot load checkpoint {path} with weights_only=True (is it a "
+                           f"PyTorch checkpoint?): {_first_line(exc)}"[:400]) from None
     if isinstance(obj, dict) and "state_dict" in obj:
-        cfg = obj.get("cfg")
-        return {"cfg": list(cfg) if cfg is not None else None, "state_dict": obj["state_dict"]}
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if not _is_state_dict(obj["state_dict"]):
+            raise TvmflowError(f"checkpoint {path}: its 'state_dict' is not a dict of named "
+                               "tensors")
+        return {"cfg": _cfg(obj.get("cfg"), path), "state_dict": obj["state_dict"]}
+    if _is_state_dict(obj):
         return {"cfg": None, "state_dict": obj}
     raise TvmflowError(f"checkpoint {path} is neither micronet's {{'cfg', 'state_dict'}} "
-                       "nor a plain state_dict")
+                       "nor a plain state_dict (a dict of named tensors)")
 
 
 def load_state(model: NIN, state_dict: dict, where: str) -> None:

@@ -22,13 +22,14 @@ together with a variant file naming it, so that the pruned model is a registered
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tvmflow.errors import TvmflowError
-from tvmflow.workspace import Workspace
-from tvmflow.spec.registry import LAYER_NAMES, NUM_CONVS, VariantSpec, get_spec, list_models
+from tvmflow.workspace import Workspace, check_writable
+from tvmflow.spec.registry import LAYER_NAMES, NUM_CONVS, VariantSpec, declared_by, get_spec
 
 if TYPE_CHECKING:  # torch is imported lazily: `tvmflow --help` must stay fast
     import torch
@@ -208,9 +209,12 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} to TOML")
 
 
+HEADER = "# Written by `tvmflow prune` (network slimming)."
+
+
 def _variant_text(name: str, description: str, base: str, channels: list[int],
                   checkpoint: str, prune_table: dict[str, Any]) -> str:
-    lines = ["# Written by `tvmflow prune` (network slimming).",
+    lines = [HEADER,
              f"name = {_toml_value(name)}",
              f"description = {_toml_value(description)}",
              f"base = {_toml_value(base)}",
@@ -226,35 +230,90 @@ def default_name(base: str, ratio: float, align: int) -> str:
     return f"{base}-slim{ratio:g}" + (f"-a{align}" if align > 1 else "")
 
 
+def _written_by_prune(path: Path) -> bool:
+    try:
+        with open(path) as fh:
+            return fh.readline().rstrip("\n") == HEADER
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _check_outputs(name: str, toml_path: Path, ckpt_path: Path, force: bool) -> None:
+    """Never a name another variant file declares (shipped or not), with --force or not;
+    an existing output only with --force, and only when an earlier prune wrote it."""
+    others = [p for p in declared_by(name) if p.resolve() != toml_path.resolve()]
+    if others:
+        raise TvmflowError(f"variant {name!r} already exists ({others[0]})",
+                           hint="prune never replaces or shadows another variant's file, "
+                                "--force or not; choose another --name")
+    existing = [p for p in (toml_path, ckpt_path) if p.exists()]
+    if not existing:
+        return
+    if not force:
+        raise TvmflowError(f"{existing[0]} already exists", hint="pass --force to replace "
+                           "what an earlier prune wrote, or choose another --name / -o")
+    if not _written_by_prune(toml_path):
+        raise TvmflowError(f"{existing[0]} was not written by tvmflow prune (--force replaces "
+                           "only what prune wrote)", hint="move it away or choose another --name / -o")
+
+
+def _outputs(name: str, base_spec: VariantSpec, out_dir, force: bool) -> tuple[Path, Path]:
+    out_dir = Path(out_dir) if out_dir is not None else Workspace.current().models
+    check_writable(out_dir)
+    try:
+        base_spec.replace(name=name)  # validates the name
+    except TvmflowError as exc:
+        raise TvmflowError(f"bad --name {name!r}: {exc.message.split(': ', 1)[-1]}") from None
+    toml_path, ckpt_path = out_dir / f"{name}.toml", out_dir / f"{name}.pth"
+    _check_outputs(name, toml_path, ckpt_path, force)
+    return toml_path, ckpt_path
+
+
+def _load(checkpoint, base: str, base_spec: VariantSpec) -> tuple[Path, VariantSpec, dict]:
+    """(file, the spec it holds -- its cfg, else the base's --, its state_dict), checked."""
+    from tvmflow.spec.nin import NIN, load_checkpoint_file, load_state
+    source = Path(checkpoint)
+    loaded = load_checkpoint_file(source)
+    where = f"checkpoint {source}"
+    spec = base_spec
+    if loaded["cfg"] is not None:
+        try:
+            spec = base_spec.replace(channels=[int(c) for c in loaded["cfg"]])
+        except (TypeError, ValueError, TvmflowError) as exc:
+            reason = exc.message if isinstance(exc, TvmflowError) else str(exc)
+            raise TvmflowError(f"{where}: its cfg {loaded['cfg']!r} does not fit variant "
+                               f"{base!r}: {reason}") from None
+    state = _strip(loaded["state_dict"])
+    load_state(NIN(spec), state, where)  # clear error when the shapes don't match the cfg
+    return source, spec, state
+
+
+def _save_atomic(path: Path, write) -> None:
+    """``write(tmp)`` then rename over ``path``: the file is whole or absent."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def prune(checkpoint: str | Path, ratio: float, align: int | None = None, name: str | None = None,
           base: str = "original", out_dir: str | Path | None = None,
           force: bool = False) -> PruneResult:
     """Prune a checkpoint of an ungrouped NIN; write the pruned checkpoint and its variant file.
 
     ``checkpoint`` is micronet's ``{'cfg', 'state_dict'}`` or a plain state_dict (then the
-    channels come from ``base``).  Files go to ``out_dir`` (default: the repo's ``models/``):
-    ``<name>.pth`` and ``<name>.toml``; existing files are only replaced with ``force``.
+    channels come from ``base``).  Files go to ``out_dir`` (default: the workspace's
+    ``models/``): ``<name>.pth`` and ``<name>.toml``, each written atomically.  A name that
+    another variant file declares is refused; existing outputs are replaced only with
+    ``force``, and only when an earlier prune wrote them.
     """
     n = _check_ratio_align(ratio, align)
     base_spec = get_spec(base)  # unknown names fail here, with suggestions
     _require_ungrouped(base_spec)
     name = name or default_name(base, ratio, n)
-    out_dir = Path(out_dir) if out_dir is not None else Workspace.current().models
-    ckpt_path = out_dir / f"{name}.pth"
-    toml_path = out_dir / f"{name}.toml"
-    try:
-        base_spec.replace(name=name)  # validates the name
-    except TvmflowError as exc:
-        raise TvmflowError(f"bad --name {name!r}: {exc.message.split(': ', 1)[-1]}") from None
-    if not force:
-        for path in (toml_path, ckpt_path):
-            if path.exists():
-                raise TvmflowError(f"{path} already exists", hint="pass --force to replace it "
-                                   "or choose another --name / -o")
-        if name in list_models():
-            existing = get_spec(name).source
-            raise TvmflowError(f"variant {name!r} already exists ({existing})",
-                               hint="pass --force to shadow it or choose another --name")
+    toml_path, ckpt_path = _outputs(name, base_spec, out_dir, force)
 
     try:  # an output directory that cannot be made fails before the work, not after it
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -263,26 +322,9 @@ def prune(checkpoint: str | Path, ratio: float, align: int | None = None, name: 
                            f"{exc.strerror or exc}") from None
 
     import torch  # only now: the checks above answer without loading torch
-    from tvmflow.spec.nin import BN_KEYS, NIN, load_checkpoint_file, load_state
-
-    source = Path(checkpoint)
-    loaded = load_checkpoint_file(source)
-    where = f"checkpoint {source}"
-    if loaded["cfg"] is not None:
-        try:
-            cfg = [int(c) for c in loaded["cfg"]]
-            spec = base_spec.replace(channels=cfg)
-        except (TypeError, ValueError, TvmflowError) as exc:
-            reason = exc.message if isinstance(exc, TvmflowError) else str(exc)
-            raise TvmflowError(f"{where}: its cfg {loaded['cfg']!r} does not fit variant "
-                               f"{base!r}: {reason}") from None
-    else:
-        spec = base_spec
-    state = _strip(loaded["state_dict"])
-    load_state(NIN(spec), state, where)  # clear error when the shapes don't match the cfg
-
-    gammas = [state[f"{key}.weight"] for key in BN_KEYS]
-    keep, threshold = _select(gammas, ratio, n)
+    from tvmflow.spec.nin import BN_KEYS, NIN, load_state
+    source, spec, state = _load(checkpoint, base, base_spec)
+    keep, threshold = _select([state[f"{key}.weight"] for key in BN_KEYS], ratio, n)
     new_state = apply_selection(state, keep, spec)
     channels = [int(k.numel()) for k in keep]
     description = f"{base}, network slimming {ratio:g}" + (
@@ -294,9 +336,10 @@ def prune(checkpoint: str | Path, ratio: float, align: int | None = None, name: 
                                  source=str(toml_path))
     load_state(NIN(new_spec), new_state, f"pruned {name}")  # self-check of the copy
 
-    torch.save({"cfg": channels, "state_dict": new_state}, ckpt_path)
-    toml_path.write_text(_variant_text(name, description, base, channels, ckpt_path.name,
-                                       prune_table))
+    toml_path.parent.mkdir(parents=True, exist_ok=True)
+    _save_atomic(ckpt_path, lambda tmp: torch.save({"cfg": channels, "state_dict": new_state}, tmp))
+    text = _variant_text(name, description, base, channels, ckpt_path.name, prune_table)
+    _save_atomic(toml_path, lambda tmp: tmp.write_text(text))   # last: it registers the variant
     return PruneResult(
         name=name, base=base, ratio=float(ratio), align=n, threshold=threshold,
         channels_before=list(spec.channels), channels=channels,

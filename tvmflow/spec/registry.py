@@ -32,7 +32,6 @@ LIST_FIELDS = ("channels", "kernels", "groups", "shuffle")
 POOL_KINDS = ("max", "avg")
 
 
-
 @dataclass(frozen=True)
 class Pool:
     kind: str
@@ -45,8 +44,8 @@ class Pool:
 
 
 @dataclass(frozen=True)
-class VariantSpec:
-    """Everything needed to build one NIN variant."""
+class Variant:
+    """Everything needed to build one NIN variant: the spec stage's record."""
 
     name: str
     channels: tuple[int, ...]
@@ -113,7 +112,18 @@ class VariantSpec:
                     params=self.params, macs=self.macs,
                     input_shape=list(self.input_shape), source=self.source)
 
-    def replace(self, **overrides: Any) -> "VariantSpec":
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON data (:meth:`from_json` reads it back); ``cfg()`` less ``source``."""
+        return {**self.cfg(), "source": self.source}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str = "variant record") -> "Variant":
+        """A Variant from :meth:`to_json`'s data, checked as a variant file is."""
+        if not isinstance(data, dict):
+            raise TvmflowError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        return _build_spec(dict(data), where=where)
+
+    def replace(self, **overrides: Any) -> "Variant":
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data.update(overrides)
         return _build_spec(data, where=f"overrides of {self.name!r}")
@@ -150,8 +160,8 @@ def _pool(value: Any, key: str, where: str) -> Pool:
     return pool
 
 
-def _build_spec(data: dict[str, Any], where: str) -> VariantSpec:
-    known = {f.name for f in dataclasses.fields(VariantSpec)}
+def _build_spec(data: dict[str, Any], where: str) -> Variant:
+    known = {f.name for f in dataclasses.fields(Variant)}
     unknown = set(data) - known
     if unknown:
         raise TvmflowError(f"{where}: unknown field(s) {sorted(unknown)}; "
@@ -163,7 +173,7 @@ def _build_spec(data: dict[str, Any], where: str) -> VariantSpec:
     if not isinstance(name, str) or not name or any(c.isspace() or c in "/\\" for c in name):
         raise TvmflowError(f"{where}: field 'name' must be a non-empty word, got {name!r}")
     lists = {key: _int_list(data[key], key, where) for key in LIST_FIELDS}
-    spec = VariantSpec(
+    spec = Variant(
         name=name, **lists,
         pool1=_pool(data["pool1"], "pool1", where), pool2=_pool(data["pool2"], "pool2", where),
         description=str(data.get("description", "")),
@@ -176,7 +186,7 @@ def _build_spec(data: dict[str, Any], where: str) -> VariantSpec:
     return spec
 
 
-def _check_geometry(spec: VariantSpec, where: str) -> None:
+def _check_geometry(spec: Variant, where: str) -> None:
     cin = spec.in_channels
     for i, layer in enumerate(LAYER_NAMES):
         cout, g, s, k = spec.channels[i], spec.groups[i], spec.shuffle[i], spec.kernels[i]
@@ -198,30 +208,32 @@ def _check_geometry(spec: VariantSpec, where: str) -> None:
         raise TvmflowError(f"{where}: the pools shrink a {spec.image_size}px input to nothing")
 
 
-def load_variant_file(path: Path, *, bases: dict[str, dict[str, Any]] | None = None) -> VariantSpec:
-    """Parse one variant file (resolving ``base`` against ``bases``)."""
+def load_variant_file(path: Path, *, bases: dict[str, tuple[Path, dict[str, Any]]] | None = None) -> Variant:
+    """Parse one variant file (resolving ``base`` against ``bases``: name -> (file, data))."""
     path = Path(path)
+    scan = Scan(files={name: [entry] for name, entry in (bases or {}).items()})
+    return _spec_from_data(_read_toml(path), path, scan)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise TvmflowError(f"malformed variant file {path}: {exc}") from None
-    except OSError as exc:
-        raise TvmflowError(f"cannot read variant file {path}: {exc.strerror}") from None
-    return _spec_from_data(data, path, bases or {})
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TvmflowError(f"cannot read variant file {path}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
-def _spec_from_data(data: dict[str, Any], path: Path, raw: dict[str, dict[str, Any]],
-                    seen: tuple[str, ...] = ()) -> VariantSpec:
+def _spec_from_data(data: dict[str, Any], path: Path, raw: "Scan",
+                    seen: tuple[str, ...] = ()) -> Variant:
     merged = dict(data)
     base = data.get("base")
     if base is not None:
         if base in seen or base == data.get("name"):
             raise TvmflowError(f"variant file {path}: field 'base' makes a cycle: "
                                f"{' -> '.join(seen + (base,))}")
-        if base not in raw:
-            raise TvmflowError(f"variant file {path}: field 'base' names unknown variant "
-                               f"{base!r}{_suggest(base, raw)}")
-        base_path, base_data = raw[base]
+        base_path, base_data = _base_entry(raw, base, path)
         parent = _spec_from_data(base_data, base_path, raw, seen + (data.get("name", "?"),))
         merged = {**{k: v for k, v in parent.cfg().items() if k not in ("prune", "checkpoint")},
                   **data}
@@ -232,28 +244,84 @@ def _spec_from_data(data: dict[str, Any], path: Path, raw: dict[str, dict[str, A
     return _build_spec(merged, where=f"variant file {path}")
 
 
+def _base_entry(raw: "Scan", base: str, path: Path) -> tuple[Path, dict[str, Any]]:
+    try:
+        return raw.entry(base)
+    except TvmflowError as exc:
+        if base not in raw.files and base not in raw.broken:
+            raise TvmflowError(f"variant file {path}: field 'base' names unknown variant "
+                               f"{base!r}{_suggest(base, raw.files)}") from None
+        raise TvmflowError(f"variant file {path}: its base {base!r}: {exc}") from None
+
+
 def model_dirs() -> list[Path]:
     """Where variant files are looked for, first wins: ``TVMFLOW_MODEL_PATH``, the workspace's
     ``models/``, the shipped variants."""
     return search_dirs("models", "TVMFLOW_MODEL_PATH")
 
 
-def _scan() -> dict[str, tuple[Path, dict[str, Any]]]:
-    """name -> (file, raw TOML data); earlier directories win."""
-    found: dict[str, tuple[Path, dict[str, Any]]] = {}
+@dataclass
+class Scan:
+    """Every variant file in :func:`model_dirs`: the names each declares, and the files that
+    declare none (malformed TOML, no ``name``), by their file name."""
+
+    files: dict[str, list[tuple[Path, dict[str, Any]]]] = field(default_factory=dict)
+    broken: dict[str, tuple[Path, str]] = field(default_factory=dict)   # stem -> (file, error)
+
+    def entry(self, name: str) -> tuple[Path, dict[str, Any]]:
+        """The one file declaring ``name``; a duplicate or a malformed file is an error."""
+        found = self.files.get(name, [])
+        if len(found) > 1:
+            raise TvmflowError(f"variant {name!r} is declared by {len(found)} files: "
+                               + " and ".join(str(p) for p, _ in found),
+                               hint="rename or remove all but one")
+        if found:
+            return found[0]
+        if name in self.broken:
+            raise TvmflowError(self.broken[name][1])
+        raise TvmflowError(f"unknown variant {name!r}{_suggest(name, self.files)} "
+                           f"(known variants: {', '.join(sorted(self.files, key=_order)) or 'none'})")
+
+    def declaring(self, name: str) -> list[Path]:
+        """Every file that declares ``name``."""
+        return [p for p, _ in self.files.get(name, [])]
+
+
+def _scan() -> Scan:
+    scan = Scan()
     for directory in model_dirs():
         if not directory.is_dir():
             continue
         for path in sorted(directory.glob("*.toml")):
             try:
-                data = tomllib.loads(path.read_text())
-            except tomllib.TOMLDecodeError as exc:
-                raise TvmflowError(f"malformed variant file {path}: {exc}") from None
+                data = _read_toml(path)
+            except TvmflowError as exc:
+                scan.broken.setdefault(path.stem, (path, exc.message))
+                continue
             name = data.get("name")
-            if not isinstance(name, str):
-                raise TvmflowError(f"variant file {path}: missing field 'name'")
-            found.setdefault(name, (path, data))
-    return found
+            if not isinstance(name, str) or not name:
+                scan.broken.setdefault(path.stem, (path, f"variant file {path}: missing field "
+                                                         "'name'"))
+                continue
+            scan.files.setdefault(name, []).append((path, data))
+    return scan
+
+
+_FIRST = ("original", "grouped", "grouped-wide", "pruned", "pruned-a8")
+
+
+def _order(name: str) -> tuple[int, str]:  # the five variants first, then by name
+    return (_FIRST.index(name) if name in _FIRST else len(_FIRST), name)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        from tvmflow.ui import warn
+        warn(message)
 
 
 def _suggest(name: str, names) -> str:
@@ -261,22 +329,39 @@ def _suggest(name: str, names) -> str:
     return f"; did you mean {', '.join(close)}?" if close else ""
 
 
+def declared_by(name: str) -> list[Path]:
+    """The variant files that declare ``name`` (shipped or not)."""
+    return _scan().declaring(name)
+
+
 def list_models(pattern: str = "*") -> list[str]:
-    """Names of the registered variants matching a shell-style pattern, in a stable order."""
-    names = list(_scan())
-    order = {n: i for i, n in enumerate(["original", "grouped", "grouped-wide", "pruned", "pruned-a8"])}
-    names.sort(key=lambda n: (order.get(n, len(order)), n))
-    return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    """Names of the usable variants matching a shell-style pattern, in a stable order.
+
+    A file that cannot be used (malformed, a duplicate name, a bad base) is left out with a
+    one-line warning: it is an error only for the commands that ask for it."""
+    scan = _scan()
+    for path, error in scan.broken.values():
+        _warn_once(f"{error} (ignored)")
+    names = []
+    for name in scan.files:
+        if not fnmatch.fnmatchcase(name, pattern):
+            continue
+        try:
+            path, data = scan.entry(name)
+            _spec_from_data(data, path, scan)
+        except TvmflowError as exc:
+            _warn_once(f"{exc} (variant {name!r} ignored)")
+            continue
+        names.append(name)
+    return sorted(names, key=_order)
 
 
-def get_spec(name: str, **overrides: Any) -> VariantSpec:
-    raw = _scan()
-    if name not in raw:
-        known = ", ".join(list_models()) or "none"
-        raise TvmflowError(f"unknown variant {name!r}{_suggest(name, raw)} "
-                           f"(known variants: {known})")
-    path, data = raw[name]
-    spec = _spec_from_data(data, path, raw)
+def get_spec(name: str, **overrides: Any) -> Variant:
+    """The variant ``name``; an error when it is unknown, declared twice, or its file (or
+    its base's) is malformed."""
+    scan = _scan()
+    path, data = scan.entry(name)
+    spec = _spec_from_data(data, path, scan)
     return spec.replace(**overrides) if overrides else spec
 
 
@@ -302,6 +387,9 @@ def resolve_variants(names: str | list[str] | tuple[str, ...]) -> list[str]:
     if not out:
         raise TvmflowError("no variant given")
     return out
+
+
+VariantSpec = Variant  # the record's former name
 
 
 def create_model(name: str, pretrained: bool = True, **overrides: Any):
