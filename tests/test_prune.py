@@ -12,7 +12,8 @@ import torch
 from tvmflow.errors import TvmflowError
 from tvmflow.spec.nin import BN_KEYS, build_model, count_params, load_checkpoint_file, randomize
 from tvmflow.spec.prune import align_channels, apply_selection, prune, select_channels
-from tvmflow.spec.registry import create_model, get_spec
+from tvmflow.spec.nin import create_model
+from tvmflow.spec.registry import get_spec
 
 SEED_REMAIN = [47, 93, 47, 122, 116, 90, 105, 83]      # normal pruning at 0.5 in the seed
 SEED_ALIGNED = [48, 96, 48, 120, 120, 88, 104, 80]     # the same, regular pruning to 8

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from tvmflow.errors import TvmflowError
 from tvmflow.spec.nin import build_model, count_params, randomize
-from tvmflow.spec.registry import Variant, VariantSpec, create_model, get_spec, list_models
+from tvmflow.spec.nin import create_model
+from tvmflow.spec.registry import Variant, VariantSpec, get_spec, list_models
 
 FIVE = {  # params, conv MACs at 1x3x32x32 (micronet.md)
     "original": (969_822, 222_486_528),
@@ -149,6 +150,7 @@ def _error(proc, *fragments):
 
 
 def test_cli_unknown_variant_suggests(run_cli, tmp_path):
+    (tmp_path / "nin.pth").write_bytes(b"")   # exists: the base is checked before the file is read
     _error(run_cli("prune", tmp_path / "nin.pth", "--ratio", "0.5", "--base", "orignal"),
            "unknown variant 'orignal'", "did you mean original")
     _error(run_cli("models", "pruned-a7"), "unknown variant 'pruned-a7'", "did you mean",

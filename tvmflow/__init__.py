@@ -15,7 +15,8 @@ TVM itself is imported lazily, on the first call that needs it.
 from __future__ import annotations
 
 from tvmflow.errors import TvmflowError
-from tvmflow.spec.registry import create_model, get_spec, list_models
+from tvmflow.spec.nin import create_model
+from tvmflow.spec.registry import get_spec, list_models
 from tvmflow.ir.frontend import import_model
 from tvmflow.artifact.compile import compile
 from tvmflow.tuning.tune import tune

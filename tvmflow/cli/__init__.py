@@ -63,8 +63,12 @@ def _main(argv: list[str] | None) -> int:
             return _interrupted()
         _echo(f"Error: {exc}")
         return exc.exit_code
+    except click.UsageError as exc:   # one line too, naming where help is
+        where = exc.ctx.command_path if exc.ctx is not None else "tvmflow"
+        _echo(f"Error: {exc.format_message()} (see {where} --help)")
+        return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        _echo(f"Error: {exc.format_message()}")
         return exc.exit_code
     except Exception:
         if signals.received() is not None:   # e.g. a TVM RuntimeError raised by the signal

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tvmflow.errors import TvmflowError
-from tvmflow.spec.registry import VariantSpec
+from tvmflow.spec.registry import VariantSpec, get_spec
 
 # positions of the BN layers whose gammas network slimming ranks (all but the head's)
 BN_KEYS = ("tnn_bin.1", "tnn_bin.2.bn", "tnn_bin.3.bn", "tnn_bin.5.bn", "tnn_bin.6.bn",
@@ -177,3 +177,9 @@ def example_input(spec: VariantSpec, seed: int = 0, batch: int = 1) -> torch.Ten
     gen = torch.Generator().manual_seed(seed + 1)
     shape = (batch,) + tuple(spec.input_shape[1:])
     return torch.randn(shape, generator=gen)
+
+
+def create_model(name: str, pretrained: bool = True, **overrides) -> NIN:
+    """Build the PyTorch module of a variant (``overrides`` as in
+    :func:`~tvmflow.spec.registry.get_spec`); loads its checkpoint when it names one."""
+    return build_model(get_spec(name, **overrides), load_checkpoint=pretrained)

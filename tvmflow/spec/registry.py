@@ -8,8 +8,9 @@ fields; ``tvmflow prune`` writes such files.  Adding a file adds a variant, no c
 
     >>> list_models("pruned*")
     ['pruned', 'pruned-a8']
-    >>> model = create_model("pruned-a8")
-    >>> model = create_model("original", channels=[96] * 8)
+    >>> spec = get_spec("original", channels=[96] * 8)
+
+:func:`tvmflow.spec.nin.create_model` builds the PyTorch module of a variant.
 """
 
 from __future__ import annotations
@@ -391,8 +392,3 @@ def resolve_variants(names: str | list[str] | tuple[str, ...]) -> list[str]:
 
 VariantSpec = Variant  # the record's former name
 
-
-def create_model(name: str, pretrained: bool = True, **overrides: Any):
-    """Build the PyTorch module of a variant; loads its checkpoint when it names one."""
-    from tvmflow.spec.nin import build_model
-    return build_model(get_spec(name, **overrides), load_checkpoint=pretrained)
