@@ -14,22 +14,39 @@ TVM itself is imported lazily, on the first call that needs it.
 
 from __future__ import annotations
 
-from tvmflow.errors import TvmflowError
-from tvmflow.spec.nin import create_model
-from tvmflow.spec.registry import get_spec, list_models
-from tvmflow.ir.frontend import import_model
-from tvmflow.artifact.compile import compile
-from tvmflow.tuning.tune import tune
-from tvmflow.measure.bench import bench
-from tvmflow.experiments.compare import compare
-from tvmflow.runtime.run import run
-from tvmflow.ir.verify import verify
-from tvmflow.spec.prune import prune
-from tvmflow.measure.profile import profile
-from tvmflow.experiments.sweep import sweep
+import importlib
 
 from tvmflow._version import __version__
+from tvmflow.errors import TvmflowError
 
-__all__ = ["TvmflowError", "bench", "compare", "compile", "create_model", "get_spec",
-           "import_model", "list_models", "profile", "prune", "run", "sweep", "tune", "verify",
-           "__version__"]
+# name -> the module that defines it; imported on first use, so that `import tvmflow` (and
+# the CLI's argument checks) load neither PyTorch nor TVM
+_API = {
+    "create_model": "tvmflow.spec.nin",
+    "get_spec": "tvmflow.spec.registry",
+    "list_models": "tvmflow.spec.registry",
+    "prune": "tvmflow.spec.prune",
+    "import_model": "tvmflow.ir.frontend",
+    "verify": "tvmflow.ir.verify",
+    "tune": "tvmflow.tuning.tune",
+    "compile": "tvmflow.artifact.compile",
+    "run": "tvmflow.runtime.run",
+    "bench": "tvmflow.measure.bench",
+    "profile": "tvmflow.measure.profile",
+    "compare": "tvmflow.experiments.compare",
+    "sweep": "tvmflow.experiments.sweep",
+}
+
+__all__ = ["TvmflowError", "__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tvmflow' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_API])

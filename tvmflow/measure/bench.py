@@ -335,6 +335,7 @@ def bench(target: str, variants: list[str] | str = "all", *, via: str | None = N
     opts = options or BenchOptions()
     # an unreachable board, or one of another architecture, fails before the compile
     preflight(route, opts.timeout, arch=triple_arch(preset.cpu_triple), target=preset.name)
+    rounds.check_boards(opts, route, command, len(names))     # --boards, before the compile
     modules = [ensure_module(v, preset.name, seed=seed, say=say, cuda_graph=cuda_graph)
                for v in names]
     return run(preset.name, modules, route, command=command, options=options, out_dir=out_dir,

@@ -316,9 +316,9 @@ def prune(checkpoint: str | Path, ratio: float, align: int | None = None, name: 
     toml_path, ckpt_path = _outputs(name, base_spec, out_dir, force)
 
     try:  # an output directory that cannot be made fails before the work, not after it
-        out_dir.mkdir(parents=True, exist_ok=True)
+        toml_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TvmflowError(f"cannot create output directory {out_dir}: "
+        raise TvmflowError(f"cannot create output directory {toml_path.parent}: "
                            f"{exc.strerror or exc}") from None
 
     import torch  # only now: the checks above answer without loading torch
