@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from rpc_fixtures import AARCH64_TARGET, build_add_module, run_add_check, time_remote
 from tvmflow import board
 from tvmflow.adapter import rpc
 from tvmflow.errors import TvmflowError
@@ -40,9 +41,9 @@ def setup_info():
 def libs(tmp_path_factory, setup_info):
     d = tmp_path_factory.mktemp("board_libs")
     return {
-        "arm": rpc.build_add_module(d / "add_a72.so", rpc.AARCH64_TARGET,
+        "arm": build_add_module(d / "add_a72.so", AARCH64_TARGET,
                                     cross_cc="aarch64-linux-gnu-gcc"),
-        "x86": rpc.build_add_module(d / "add_x86.so"),
+        "x86": build_add_module(d / "add_x86.so"),
     }
 
 
@@ -77,7 +78,7 @@ def test_setup_marker_records_what_was_installed(setup_info):
 def test_cross_compiled_add_runs_on_the_board(boards, libs):
     info = boards[0]
     sess = info.request(timeout=60)
-    assert rpc.run_add_check(sess, libs["arm"]) == 0.0
+    assert run_add_check(sess, libs["arm"]) == 0.0
     # its TVM runs the cores of the board it stands in for: the server's TVM_NUM_THREADS gives
     # its pool that many workers (TVM's default would stop at this machine's cores under qemu)
     from tvmflow.adapter.runtime import remote_session
@@ -85,7 +86,7 @@ def test_cross_compiled_add_runs_on_the_board(boards, libs):
     cores = get_target(board.BOARD_TARGET).target["num-cores"]
     assert info.threads == cores
     assert remote_session(sess, "tracker", info.tracker, KEY).use_threads(cores) == cores
-    assert rpc.run_add_check(sess, libs["arm"], n=1024, seed=7) == 0.0
+    assert run_add_check(sess, libs["arm"], n=1024, seed=7) == 0.0
     # the board really is aarch64: the host's x86 library does not load there
     with pytest.raises(TvmflowError, match="cannot upload add_x86.so"):
         rpc.upload_module(sess, libs["x86"])
@@ -97,8 +98,8 @@ def test_two_boards_under_one_key_both_serve(boards, libs, tracker):
     s1 = boards[0].request(timeout=60)
     s2 = boards[1].request(timeout=60)   # the first is busy: the tracker hands out the other
     assert rpc.server_workdir(s1) != rpc.server_workdir(s2)
-    assert rpc.run_add_check(s1, libs["arm"], seed=1) == 0.0
-    assert rpc.run_add_check(s2, libs["arm"], seed=2) == 0.0
+    assert run_add_check(s1, libs["arm"], seed=1) == 0.0
+    assert run_add_check(s2, libs["arm"], seed=2) == 0.0
     del s1, s2
     for info in boards:
         assert "load_module" in Path(info.log).read_text(), info.log
@@ -129,7 +130,7 @@ def test_killing_the_only_board_mid_run_is_a_clear_error(setup_info, libs):
 
     def long_run():
         try:
-            box["value"] = rpc.time_remote(sess, mod, number=100000, repeat=1000)
+            box["value"] = time_remote(sess, mod, number=100000, repeat=1000)
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             box["error"] = exc
     th = threading.Thread(target=long_run, daemon=True)

@@ -575,8 +575,8 @@ def start(name: str = DEFAULT_NAME, tracker: str | None = None, key: str = DEFAU
             entry = state["tracker"]
             if not _tracker_alive(entry):
                 say("starting an RPC tracker on 127.0.0.1")
-                proc = rpc.start_tracker(rpc.LOOPBACK, log=logs_dir() / "tracker.log")
-                entry = state["tracker"] = proc.to_dict()
+                proc = rpc.start_tracker(rpc.LOOPBACK, log=logs_dir() / "tracker.log", outlive=True)
+                entry = state["tracker"] = proc.to_json()
             tracker, owned = f"{entry['host']}:{entry['port']}", True
         mount_root()
         state["starting"][name] = {"owner": os.getpid(), "tracker": tracker}
@@ -587,7 +587,7 @@ def start(name: str = DEFAULT_NAME, tracker: str | None = None, key: str = DEFAU
         proc = rpc.start_server(host, port, tracker=tracker, key=key,
                                 python=_chroot(rootfs(), f"{VENV}/bin/python"),
                                 env=child_env(threads, base=_chroot_env()), log=log,
-                                timeout=timeout, cwd="/")
+                                timeout=timeout, cwd="/", outlive=True)
     except BaseException:
         with _locked_state() as state:
             state["starting"].pop(name, None)
