@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,54 @@ def test_status_of_an_empty_state_dir(cache, tmp_path):
     out = st.to_json()
     assert out["state_dir"] == str(tmp_path / "nothing") and out["setup_complete"] is False
     json.dumps(out)
+
+
+def test_setup_builds_in_order_and_writes_the_marker_last(cache, monkeypatch):
+    """The builder's steps with the commands faked: debootstrap into rootfs.partial, wheels,
+    venv, the probe; then the rename and the marker (last), which read_marker accepts."""
+    calls = []
+
+    def fake_run(cmd, what, log=None, timeout=1800, env=None):
+        calls.append(what)
+        assert not paths.marker_path().exists()          # the marker comes last
+        if what == "debootstrap (first stage)":
+            (paths.root_home() / "rootfs.partial" / "usr" / "bin").mkdir(parents=True)
+        elif what.startswith("pip download"):
+            (paths.root_home() / "wheels" / "apache_tvm-0.27.0.post1-aarch64.whl").write_text("")
+        elif what == "python3 -m venv":
+            py = Path(cmd[1]) / paths.VENV.lstrip("/") / "bin" / "python"
+            py.parent.mkdir(parents=True)
+            py.write_text("")
+        elif what == "import tvm inside the root":
+            return "aarch64\n3.11.2\n0.27.0.post1\n2.4.6\n"
+        return ""
+    for name in ("check_tools", "ensure_binfmt", "need_root", "mount_root", "unmount_root",
+                 "kill_root_processes"):
+        monkeypatch.setattr(builder, name, lambda *a, **k: None)
+    monkeypatch.setattr(builder, "binfmt_fixes_binary", lambda: True)
+    monkeypatch.setattr(builder, "run", fake_run)
+    info = builder.setup(force=True, mirror="http://mirror.example/debian")
+    assert calls == ["debootstrap (first stage)", "debootstrap (second stage)",
+                     "pip download of the aarch64 wheels", "python3 -m venv",
+                     "pip install in the root", "import tvm inside the root"]
+    assert not info.reused and info.marker.tvm == "0.27.0.post1" and info.marker.python == "3.11.2"
+    assert info.marker.wheels == ["apache_tvm-0.27.0.post1-aarch64.whl"]
+    assert paths.rootfs().is_dir() and not (paths.root_home() / "rootfs.partial").exists()
+    assert builder.read_marker() == info.marker
+    again = builder.setup()                              # reused, nothing run
+    assert again.reused and len(calls) == 6
+
+
+def test_setup_refuses_a_root_that_does_not_run_aarch64(cache, monkeypatch):
+    def fake_run(cmd, what, log=None, timeout=1800, env=None):
+        if what == "debootstrap (first stage)":
+            (paths.root_home() / "rootfs.partial").mkdir(parents=True)
+        return "x86_64\n3.11.2\n0.27\n2\n" if what == "import tvm inside the root" else ""
+    for name in ("check_tools", "ensure_binfmt", "need_root", "mount_root", "unmount_root",
+                 "kill_root_processes"):
+        monkeypatch.setattr(builder, name, lambda *a, **k: None)
+    monkeypatch.setattr(builder, "binfmt_fixes_binary", lambda: True)
+    monkeypatch.setattr(builder, "run", fake_run)
+    with pytest.raises(TvmflowError, match="runs as x86_64, not aarch64"):
+        builder.setup(force=True, mirror="http://m")
+    assert builder.read_marker() is None and not paths.rootfs().exists()

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TvmflowError
-from . import host
-from .host import Say, quiet
+from .host import (Say, binfmt_fixes_binary, check_tools, chroot, chroot_env, debian_mirror,
+                   ensure_binfmt, need_root, quiet, run, which)
 from .mounts import kill_root_processes, mount_root, root_in_use, unmount_root
 from .paths import (ARCH, DEB_PACKAGES, PYTHON_VERSION, REQUIREMENTS, SETUP_FORMAT, SUITE, VENV,
                     WHEEL_PLATFORMS, marker_path, root_home, rootfs, setup_log)
@@ -84,7 +84,7 @@ def _download_wheels(dest: Path, log: Path) -> list[str]:
            PYTHON_VERSION, "--implementation", "cp", "-d", str(dest)]
     for plat in WHEEL_PLATFORMS:
         cmd += ["--platform", plat]
-    host.run(cmd + list(REQUIREMENTS), "pip download of the aarch64 wheels", log, timeout=1200)
+    run(cmd + list(REQUIREMENTS), "pip download of the aarch64 wheels", log, timeout=1200)
     return sorted(p.name for p in dest.glob("*.whl"))
 
 
@@ -92,21 +92,21 @@ def _clear(path: Path) -> None:
     if path.exists():
         kill_root_processes(path)
         unmount_root(path)
-        host.run(["rm", "-rf", "--one-file-system", str(path)], f"removing {path}")
+        run(["rm", "-rf", "--one-file-system", str(path)], f"removing {path}")
 
 
 def _debootstrap(partial: Path, mirror: str, log: Path, say: Say) -> None:
     say(f"debootstrap {SUITE} {ARCH} from {mirror} (first stage)")
-    host.run([host.which("debootstrap") or "debootstrap", f"--arch={ARCH}", "--foreign",
-              "--variant=minbase", f"--include={','.join(DEB_PACKAGES)}", SUITE, str(partial),
-              mirror], "debootstrap (first stage)", log)
-    if not host.binfmt_fixes_binary():  # the interpreter must then exist inside the root
+    run([which("debootstrap") or "debootstrap", f"--arch={ARCH}", "--foreign",
+         "--variant=minbase", f"--include={','.join(DEB_PACKAGES)}", SUITE, str(partial), mirror],
+        "debootstrap (first stage)", log)
+    if not binfmt_fixes_binary():  # the interpreter must then exist inside the root
         interp = Path("/usr/bin/qemu-aarch64-static")
         shutil.copy2(interp, partial / "usr/bin" / interp.name)
     say("debootstrap second stage (under qemu)")
     try:
-        host.run(host.chroot(partial, "/debootstrap/debootstrap", "--second-stage"),
-                 "debootstrap (second stage)", log, env=host.chroot_env())
+        run(chroot(partial, "/debootstrap/debootstrap", "--second-stage"),
+            "debootstrap (second stage)", log, env=chroot_env())
     finally:
         kill_root_processes(partial)
         unmount_root(partial)
@@ -117,18 +117,17 @@ def _install_wheels(partial: Path, wheels_dir: Path, log: Path, say: Say) -> lis
     inside = partial / "tmp" / "tvmflow-wheels"
     shutil.rmtree(inside, ignore_errors=True)
     shutil.copytree(wheels_dir, inside)
-    env = host.chroot_env()
+    env = chroot_env()
     try:
         mount_root(partial)
-        host.run(host.chroot(partial, "/usr/bin/python3", "-m", "venv", VENV), "python3 -m venv",
-                 log, env=env)
-        host.run(host.chroot(partial, f"{VENV}/bin/python", "-m", "pip", "install", "--no-index",
-                             "--no-cache-dir", "--disable-pip-version-check", "--find-links",
-                             "/tmp/tvmflow-wheels", *REQUIREMENTS), "pip install in the root",
-                 log, env=env)
+        run(chroot(partial, "/usr/bin/python3", "-m", "venv", VENV), "python3 -m venv", log,
+            env=env)
+        run(chroot(partial, f"{VENV}/bin/python", "-m", "pip", "install", "--no-index",
+                   "--no-cache-dir", "--disable-pip-version-check", "--find-links",
+                   "/tmp/tvmflow-wheels", *REQUIREMENTS), "pip install in the root", log, env=env)
         say("checking `import tvm` inside the root")
-        probe = host.run(host.chroot(partial, f"{VENV}/bin/python", "-c", PROBE),
-                         "import tvm inside the root", log, env=env, timeout=600)
+        probe = run(chroot(partial, f"{VENV}/bin/python", "-c", PROBE),
+                    "import tvm inside the root", log, env=env, timeout=600)
     finally:
         kill_root_processes(partial)
         unmount_root(partial)
@@ -167,20 +166,20 @@ def setup(*, force: bool = False, mirror: str | None = None, say: Say = quiet) -
     """Build the arm64 root with TVM in a venv, or reuse the cached one.
 
     Rebuilds when ``force``, when the marker is missing (an interrupted setup) or when it
-    records other requirements.  Needs root and the apt packages in :data:`host.TOOLS`.
+    records other requirements.  Needs root and the apt packages in :data:`.host.TOOLS`.
     """
     t0 = time.monotonic()
-    host.check_tools()
+    check_tools()
     marker = None if force else read_marker()
     if marker is not None:
-        host.ensure_binfmt(say)
+        ensure_binfmt(say)
         return SetupInfo(str(rootfs()), True, time.monotonic() - t0, marker)
-    host.need_root("board setup")
-    host.ensure_binfmt(say)
+    need_root("board setup")
+    ensure_binfmt(say)
     if root_in_use():
         raise TvmflowError("boards are running from the root that setup would rebuild",
                            hint="stop them first: tvmflow board stop --all")
-    marker = _build(mirror or host.debian_mirror(), t0, say)
+    marker = _build(mirror or debian_mirror(), t0, say)
     say(f"board root ready in {marker.seconds:.0f} s: {rootfs()}")
     return SetupInfo(str(rootfs()), False, time.monotonic() - t0, marker)
 
