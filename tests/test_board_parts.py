@@ -229,3 +229,21 @@ def test_setup_refuses_a_root_that_does_not_run_aarch64(cache, monkeypatch):
     with pytest.raises(TvmflowError, match="runs as x86_64, not aarch64"):
         builder.setup(force=True, mirror="http://m")
     assert builder.read_marker() is None and not paths.rootfs().exists()
+
+
+def test_cli_state_dir_option_and_stop_error(cache, tmp_path):
+    with StateStore(tmp_path / "cli-state").locked() as state:
+        state.boards["a"] = _info("a")
+    env = dict(os.environ, COLUMNS="200")
+    res = subprocess.run([sys.executable, "-m", "tvmflow", "board", "--state-dir",
+                          str(tmp_path / "cli-state"), "status", "--json"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr
+    st = json.loads(res.stdout)
+    assert st["state_dir"] == str(tmp_path / "cli-state")
+    assert [(b["name"], b["alive"], b["registered"]) for b in st["boards"]] == [("a", False, None)]
+    res = subprocess.run([sys.executable, "-m", "tvmflow", "board", "--state-dir",
+                          str(tmp_path / "cli-state"), "stop", "--name", "b"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 2 and "Error: no board named 'b' (boards: a)" in res.stderr
+    assert "Traceback" not in res.stderr
