@@ -24,6 +24,7 @@ import threading
 import time
 
 import pytest
+import tvm.rpc  # noqa: F401 - imported before any timing (connect and request import it first)
 
 from tvmflow.adapter import rpc
 from tvmflow.adapter.rpc import session as rpc_session

@@ -184,3 +184,30 @@ def test_handshake_probe_opens_no_session_and_keeps_the_registration(cluster):
     assert summary["queue"][KEY]["free"] == 2
     sess = cluster.request(timeout=20)
     assert rpc.server_workdir(sess)
+
+
+REQUEST_SPY = """
+import sys, time
+from tvmflow.adapter.rpc import session, tracker
+real = session.tracker_call
+def spy(host, port, message, *args, **kw):
+    if message[0] == tracker.TRACKER_REQUEST:
+        print("tvm.rpc imported before the request:", "tvm.rpc" in sys.modules, flush=True)
+    return real(host, port, message, *args, **kw)
+session.tracker_call = spy
+sess = session.request("127.0.0.1", int(sys.argv[1]), sys.argv[2], timeout=120)
+print("workdir:", session.server_workdir(sess), flush=True)
+"""
+
+
+def test_request_imports_tvm_before_a_key_is_handed_out(cluster):
+    """A tracker-registered server gives a handed-out key up after ~8 s unused; importing TVM
+    (seconds on a busy machine) between the hand-out and the connect made the first request
+    of a fresh process fail with "cannot find server that matches key"."""
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-c", REQUEST_SPY, str(cluster.tracker_port), KEY],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "tvm.rpc imported before the request: True" in res.stdout, res.stdout
+    assert "workdir: /" in res.stdout

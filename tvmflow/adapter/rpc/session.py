@@ -114,19 +114,27 @@ def probe_server(host: str, port: int, timeout: float) -> str:
     return RPC_ANSWERS[code]
 
 
+def _tvm_rpc():
+    """``tvm.rpc``, imported before any handshake: the import takes seconds on a busy
+    machine, and a tracker-registered server gives a handed-out key up after ~8 s unused."""
+    from tvm import rpc
+    return rpc
+
+
 def _open(host: str, port: int, key: str, deadline: float, session_timeout: float, what: str):
     """TVM's ``rpc.connect``, abandoned at ``deadline`` (a ``time.monotonic()`` value)."""
-    from tvm import rpc
+    tvm_rpc = _tvm_rpc()
 
     def open_session():
         with remote_errors(what):
-            return rpc.connect(host, port, key, session_timeout=session_timeout)
+            return tvm_rpc.connect(host, port, key, session_timeout=session_timeout)
     return call_with_deadline(open_session, max(0.5, deadline - time.monotonic()), what)
 
 
 def connect(host: str, port: int, timeout: float = 10.0, *, session_timeout: float = 0):
     """An RPC session to the server at ``host:port``, open within ``timeout`` seconds
     (handshake included), else a TvmflowError."""
+    _tvm_rpc()
     deadline = time.monotonic() + timeout
     probe_server(host, port, timeout)
     return _open(host, port, "", deadline, session_timeout,
@@ -141,6 +149,7 @@ def request(tracker_host: str, tracker_port: int, key: str, timeout: float = 30.
     ``key`` to be registered, for one of them to be free, and for its handshake.  Each
     failure is a TvmflowError naming the tracker, the key and the keys the tracker knows.
     """
+    _tvm_rpc()                 # before a server's key is handed out to us
     deadline = time.monotonic() + timeout
     where = f"{tracker_host}:{tracker_port}"
     summary = wait_for_key(tracker_host, tracker_port, key, timeout)
