@@ -135,8 +135,8 @@ def test_module_for_another_arch_is_refused_before_upload(tmp_path):
     from tvmflow.artifact.modules import ModuleRef
     from tvmflow.measure.bench import BenchOptions, run
     from tvmflow.runtime.session import Route
-    so = rpc.build_add_module(tmp_path / "add-aarch64.so", rpc.AARCH64_TARGET,
-                              cross_cc="aarch64-linux-gnu-gcc")
+    from rpc_fixtures import AARCH64_TARGET, build_add_module
+    so = build_add_module(tmp_path / "add-aarch64.so", AARCH64_TARGET, cross_cc="aarch64-linux-gnu-gcc")
     with rpc.local_rpc(1, key="x86-board") as cluster:
         route = Route("tracker", cluster.tracker_address, "x86-board")
         with pytest.raises(TvmflowError) as info:

@@ -1,7 +1,9 @@
 """The emulated arm64 board: aarch64 code cross-compiled here runs there through a tracker.
 
 Needs the board root (`tvmflow board setup`, ~5 min once, cached under ~/.cache/tvmflow/board);
-the module fixture calls :func:`tvmflow.board.ensure_setup`, which reuses it.
+the module fixture calls :func:`tvmflow.board.ensure_setup`, which reuses it.  The boards of
+this module live in their own state directory (TVMFLOW_BOARD_STATE_DIR, a tmp directory, also
+for the CLI runs): a developer's running boards are never seen or stopped here.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from rpc_fixtures import AARCH64_TARGET, build_add_module, run_add_check, time_remote
 from tvmflow import board
 from tvmflow.adapter import rpc
+from tvmflow.board import mounts, paths
 from tvmflow.errors import TvmflowError
 
 KEY = f"pytest-rpi4-emu-{os.getpid()}"
@@ -31,6 +35,15 @@ def tvmflow_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess
                           text=True, timeout=timeout)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def state_dir(tmp_path_factory):
+    """This module's own board state (the CLI runs inherit it through the environment)."""
+    directory = tmp_path_factory.mktemp("board_state")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(paths.STATE_ENV, str(directory))
+        yield directory
+
+
 @pytest.fixture(scope="module")
 def setup_info():
     return board.ensure_setup()
@@ -40,15 +53,15 @@ def setup_info():
 def libs(tmp_path_factory, setup_info):
     d = tmp_path_factory.mktemp("board_libs")
     return {
-        "arm": rpc.build_add_module(d / "add_a72.so", rpc.AARCH64_TARGET,
+        "arm": build_add_module(d / "add_a72.so", AARCH64_TARGET,
                                     cross_cc="aarch64-linux-gnu-gcc"),
-        "x86": rpc.build_add_module(d / "add_x86.so"),
+        "x86": build_add_module(d / "add_x86.so"),
     }
 
 
 @pytest.fixture(scope="module")
 def tracker(tmp_path_factory):
-    proc = rpc.start_tracker(log=tmp_path_factory.mktemp("tracker") / "tracker.log")
+    proc = rpc.start_tracker(log=tmp_path_factory.mktemp("tracker") / "tracker.log", timeout=180)
     yield proc
     proc.stop()
 
@@ -56,28 +69,24 @@ def tracker(tmp_path_factory):
 @pytest.fixture(scope="module")
 def boards(setup_info, tracker):
     """Two boards under one key, started in parallel, registered with the test's tracker."""
-    live = {b.name for b in board.running_boards()}
-    for name in (*NAMES, SOLO):  # leftovers of an interrupted run
-        if name in live:
-            board.stop(name)
     with board.running(NAMES, tracker.address, KEY) as infos:
         yield infos
 
 
 def test_setup_marker_records_what_was_installed(setup_info):
     m = setup_info.marker
-    assert m["arch"] == "arm64" and m["suite"] == "bookworm"
-    assert m["python"].startswith("3.11.")
-    assert m["tvm"].startswith("0.27")
-    assert any(w.startswith("apache_tvm-0.27.0.post1-") and "aarch64" in w for w in m["wheels"])
-    assert any(w.startswith("apache_tvm_ffi-0.1.14") for w in m["wheels"])
+    assert m.arch == "arm64" and m.suite == "bookworm"
+    assert m.python.startswith("3.11.")
+    assert m.tvm.startswith("0.27")
+    assert any(w.startswith("apache_tvm-0.27.0.post1-") and "aarch64" in w for w in m.wheels)
+    assert any(w.startswith("apache_tvm_ffi-0.1.14") for w in m.wheels)
     assert Path(board.rootfs(), "opt/tvm-venv/bin/python").exists()
 
 
 def test_cross_compiled_add_runs_on_the_board(boards, libs):
     info = boards[0]
     sess = info.request(timeout=60)
-    assert rpc.run_add_check(sess, libs["arm"]) == 0.0
+    assert run_add_check(sess, libs["arm"]) == 0.0
     # its TVM runs the cores of the board it stands in for: the server's TVM_NUM_THREADS gives
     # its pool that many workers (TVM's default would stop at this machine's cores under qemu)
     from tvmflow.adapter.runtime import remote_session
@@ -85,7 +94,7 @@ def test_cross_compiled_add_runs_on_the_board(boards, libs):
     cores = get_target(board.BOARD_TARGET).target["num-cores"]
     assert info.threads == cores
     assert remote_session(sess, "tracker", info.tracker, KEY).use_threads(cores) == cores
-    assert rpc.run_add_check(sess, libs["arm"], n=1024, seed=7) == 0.0
+    assert run_add_check(sess, libs["arm"], n=1024, seed=7) == 0.0
     # the board really is aarch64: the host's x86 library does not load there
     with pytest.raises(TvmflowError, match="cannot upload add_x86.so"):
         rpc.upload_module(sess, libs["x86"])
@@ -97,21 +106,22 @@ def test_two_boards_under_one_key_both_serve(boards, libs, tracker):
     s1 = boards[0].request(timeout=60)
     s2 = boards[1].request(timeout=60)   # the first is busy: the tracker hands out the other
     assert rpc.server_workdir(s1) != rpc.server_workdir(s2)
-    assert rpc.run_add_check(s1, libs["arm"], seed=1) == 0.0
-    assert rpc.run_add_check(s2, libs["arm"], seed=2) == 0.0
+    assert run_add_check(s1, libs["arm"], seed=1) == 0.0
+    assert run_add_check(s2, libs["arm"], seed=2) == 0.0
     del s1, s2
     for info in boards:
         assert "load_module" in Path(info.log).read_text(), info.log
     st = board.status()
-    mine = {b["name"]: b for b in st["boards"] if b["name"] in NAMES}
-    assert all(b["alive"] and b["registered"] for b in mine.values()), mine
-    assert len(st["mounts"]) == 3 and st["setup_complete"]
+    assert sorted(b.info.name for b in st.boards) == sorted(NAMES)     # ours only
+    assert all(b.alive and b.registered for b in st.boards), st.boards
+    assert len(st.mounts) == 3 and st.setup_complete
 
 
 def test_cli_status_json_lists_the_boards(boards):
     res = tvmflow_cli("board", "status", "--json")
     assert res.returncode == 0, res.stderr
     st = json.loads(res.stdout)
+    assert st["state_dir"] == os.environ[paths.STATE_ENV]
     names = {b["name"]: b for b in st["boards"]}
     for info in boards:
         assert names[info.name]["port"] == info.port and names[info.name]["alive"]
@@ -129,7 +139,7 @@ def test_killing_the_only_board_mid_run_is_a_clear_error(setup_info, libs):
 
     def long_run():
         try:
-            box["value"] = rpc.time_remote(sess, mod, number=100000, repeat=1000)
+            box["value"] = time_remote(sess, mod, number=100000, repeat=1000)
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             box["error"] = exc
     th = threading.Thread(target=long_run, daemon=True)
@@ -167,37 +177,18 @@ def test_cli_errors():
     assert res.returncode == 2 and "Error: no board named 'no-such-board'" in res.stderr
 
 
-def test_stop_leaves_no_process_or_mount(boards, tracker):
+def test_stop_leaves_no_process_or_mount(boards, tracker, state_dir):
     pids = [b.pid for b in boards]
     stopped = board.stop(all=True)
     assert set(NAMES) <= set(stopped)
-    assert not any(rpc.pid_alive(p) for p in pids)
-    assert board.root_processes() == []
-    assert board.mounts_under() == []
+    assert not any(rpc.pid_alive(p) or rpc.group_pids(p) for p in pids)
     assert board.running_boards() == []
     summary = rpc.tracker_summary(tracker.host, tracker.port)
     assert rpc.servers_under(summary, KEY) == []
     assert tracker.alive()     # a tracker the board did not start is left alone
-
-
-def test_missing_tool_names_the_apt_package(monkeypatch):
-    monkeypatch.setattr(board, "TOOLS", board.TOOLS + (("no-such-tool-xyz", "xyz-tools"),))
-    with pytest.raises(TvmflowError, match=r"no-such-tool-xyz.*apt-get install -y xyz-tools"):
-        board.check_tools()
-
-
-def test_debian_mirror_from_apt_sources(tmp_path):
-    (tmp_path / "sources.list.d").mkdir()
-    (tmp_path / "sources.list.d" / "debian.sources").write_text(
-        "Types: deb\n# a comment\nURIs: http://mirror.example/debian-security\n"
-        "Suites: bookworm-security\nComponents: main\n\n"
-        "Types: deb deb-src\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\n"
-        "Components: main\n")
-    assert board.debian_mirror(tmp_path) == "http://mirror.example/debian"
-    (tmp_path / "sources.list.d" / "debian.sources").unlink()
-    (tmp_path / "sources.list").write_text(
-        "deb [arch=amd64 signed-by=/k.gpg] http://ftp.example.org/debian bookworm main\n")
-    assert board.debian_mirror(tmp_path) == "http://ftp.example.org/debian"
-    (tmp_path / "sources.list").write_text("deb http://archive.ubuntu.com/ubuntu noble main\n")
-    with pytest.raises(TvmflowError, match="found no Debian archive"):
-        board.debian_mirror(tmp_path)
+    with mounts.root_users() as users:
+        others = [u for u in users.values() if u.state_dir != str(state_dir.resolve())]
+        assert len(others) == len(users), users          # none of ours is left
+    if not others and not mounts.root_servers():       # nobody else uses the root: all gone
+        assert board.root_processes() == []
+        assert board.mounts_under() == []

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from rpc_fixtures import build_add_module, run_add_check
 from tvmflow.adapter import rpc
 from tvmflow.errors import TvmflowError
 
@@ -17,7 +18,7 @@ KEY = "infra-x86"
 @pytest.fixture(scope="module")
 def add_lib(tmp_path_factory):
     """A host (x86) add function compiled once for the module."""
-    return rpc.build_add_module(tmp_path_factory.mktemp("lib") / "add_host.so")
+    return build_add_module(tmp_path_factory.mktemp("lib") / "add_host.so")
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,8 @@ def test_sessions_reach_both_servers(cluster, add_lib):
     s1 = cluster.request(timeout=20)
     s2 = cluster.request(timeout=20)
     assert rpc.server_workdir(s1) != rpc.server_workdir(s2)
-    assert rpc.run_add_check(s1, add_lib) == 0.0
-    assert rpc.run_add_check(s2, add_lib, seed=1) == 0.0
+    assert run_add_check(s1, add_lib) == 0.0
+    assert run_add_check(s2, add_lib, seed=1) == 0.0
     assert cluster.summary()["queue"][KEY]["free"] == 0
     del s1, s2
     # both servers logged a session and a load_module of the uploaded library
@@ -121,8 +122,8 @@ def test_direct_server_session_and_stop(add_lib, tmp_path):
     proc = rpc.start_server(log=tmp_path / "server.log")
     try:
         sess = rpc.connect(proc.host, proc.port, timeout=5)
-        assert rpc.run_add_check(sess, add_lib, seed=2) == 0.0
-        assert rpc.run_add_check(sess, add_lib, seed=3) == 0.0   # same library uploaded again
+        assert run_add_check(sess, add_lib, seed=2) == 0.0
+        assert run_add_check(sess, add_lib, seed=3) == 0.0   # same library uploaded again
         assert len(rpc.group_pids(proc.pid)) >= 2  # server + session worker
     finally:
         proc.stop()
@@ -130,7 +131,7 @@ def test_direct_server_session_and_stop(add_lib, tmp_path):
     assert rpc.group_pids(proc.pid) == []
     assert not rpc.is_listening(proc.host, proc.port)
     # the session is gone: a call is a clear error, not a hang
-    box, _ = _bounded(lambda: rpc.run_add_check(sess, add_lib), 60)
+    box, _ = _bounded(lambda: run_add_check(sess, add_lib), 60)
     assert isinstance(box.get("error"), TvmflowError), box
 
 
@@ -169,3 +170,44 @@ def test_bad_tracker_address():
 def test_port_in_use_is_a_clear_error(cluster):
     with pytest.raises(TvmflowError, match=f"port {cluster.tracker_port} is already in use"):
         rpc.start_server(port=cluster.tracker_port)
+
+
+def test_handshake_probe_opens_no_session_and_keeps_the_registration(cluster):
+    """connect/request probe the handshake with a key no server has: a TVM server answers
+    "mismatch", opens no session and stays registered and free at the tracker."""
+    for proc in cluster.servers:
+        assert rpc.probe_server(proc.host, proc.port, timeout=10) == "mismatch"
+    time.sleep(2.5)                       # a tracker ping period of the servers
+    summary = cluster.summary()
+    assert sorted(s["port"] for s in rpc.servers_under(summary, KEY)) == \
+        sorted(p.port for p in cluster.servers)
+    assert summary["queue"][KEY]["free"] == 2
+    sess = cluster.request(timeout=20)
+    assert rpc.server_workdir(sess)
+
+
+REQUEST_SPY = """
+import sys, time
+from tvmflow.adapter.rpc import session, tracker
+real = session.tracker_call
+def spy(host, port, message, *args, **kw):
+    if message[0] == tracker.TRACKER_REQUEST:
+        print("tvm.rpc imported before the request:", "tvm.rpc" in sys.modules, flush=True)
+    return real(host, port, message, *args, **kw)
+session.tracker_call = spy
+sess = session.request("127.0.0.1", int(sys.argv[1]), sys.argv[2], timeout=120)
+print("workdir:", session.server_workdir(sess), flush=True)
+"""
+
+
+def test_request_imports_tvm_before_a_key_is_handed_out(cluster):
+    """A tracker-registered server gives a handed-out key up after ~8 s unused; importing TVM
+    (seconds on a busy machine) between the hand-out and the connect made the first request
+    of a fresh process fail with "cannot find server that matches key"."""
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-c", REQUEST_SPY, str(cluster.tracker_port), KEY],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "tvm.rpc imported before the request: True" in res.stdout, res.stdout
+    assert "workdir: /" in res.stdout
