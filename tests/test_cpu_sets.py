@@ -272,9 +272,9 @@ def test_compile_applies_the_nearest_set_and_says_so(tmp_path):
     os.environ["TVMFLOW_MODEL_PATH"] = str(models)
     try:
         model = import_model("a8copy", seed=0)
+        err = np.abs(run(so).output - model.reference(model.example_input())).max()
     finally:
         del os.environ["TVMFLOW_MODEL_PATH"]
-    err = np.abs(run(so).output - model.reference(model.example_input())).max()
     assert err <= 1e-4
     # tuned on this CPU now (here: the same records, copied): stale, recompiled, exact
     shutil.copytree(root / "host" / other / "a8copy", root / "host" / here / "a8copy")

@@ -244,17 +244,18 @@ def _error(proc, *fragments):
 
 @pytest.mark.parametrize("ratio", ["0", "1", "1.5", "-0.2"])
 def test_cli_ratio_outside_unit_interval(run_cli, seeded, ratio):
-    _error(run_cli("prune", seeded["path"], "--ratio", ratio), "ratio must be strictly between 0 and 1")
+    _error(run_cli("prune", seeded["path"], "--ratio", ratio),
+           f"Invalid value for '--ratio': {float(ratio)} is not in the range 0.0<x<1.0")
 
 
 def test_cli_align_below_one(run_cli, seeded):
     _error(run_cli("prune", seeded["path"], "--ratio", "0.5", "--align", "0"),
-           "align must be an integer of at least 1")
+           "Invalid value for '--align': 0 is not in the range x>=1")
 
 
 def test_cli_missing_and_unreadable_checkpoint(run_cli, tmp_path):
     _error(run_cli("prune", tmp_path / "nope.pth", "--ratio", "0.5", "-o", tmp_path),
-           "nope.pth does not exist")
+           "nope.pth' does not exist")
     (tmp_path / "junk.pth").write_bytes(b"this is not a torch file\x00\x01")
     _error(run_cli("prune", tmp_path / "junk.pth", "--ratio", "0.5", "-o", tmp_path),
            "cannot load checkpoint", "junk.pth")

@@ -93,15 +93,23 @@ def cpu_sets(target_name: str, variant: str, root: Path | None = None) -> list[t
     return sorted(found.items())
 
 
-def seed_from_shipped(preset, variant: str, log_dir: Path) -> Path | None:
+def seed_from_shipped(preset, variant: str, log_dir: Path, options=None) -> Path | None:
     """A tune of a set that tvmflow ships for this CPU, and that the workspace does not have
     yet, resumes from a copy of the shipped set in the workspace (the shipped one is never
-    written).  Returns the shipped set copied, or None."""
+    written) -- unless ``options`` asks for another pipeline than the set was tuned with: that
+    tune starts a log of its own.  Returns the shipped set copied, or None."""
     if log_dir.exists():
         return None
     shipped = dict(cpu_sets(preset.name, variant)).get(preset.cpu_key)
     if shipped is None or not is_shipped(shipped):
         return None
+    if options is not None:
+        from tvmflow.adapter.pipeline import PipelineOptions
+        meta = ScheduleMeta.read(shipped)
+        tuned_with = meta.pipeline if meta is not None else None
+        if tuned_with and PipelineOptions.from_json(tuned_with) != \
+                options.resolved(preset.tvm_target()):
+            return None
     log_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = log_dir.with_name(f".{log_dir.name}.copy")
     shutil.rmtree(tmp, ignore_errors=True)

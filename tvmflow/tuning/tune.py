@@ -132,7 +132,7 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
         if done is not None:
             return done
     if not fresh and not dry_run and root is None:     # shipped sets hold measured records
-        schedules.seed_from_shipped(preset, spec.name, log_dir)
+        schedules.seed_from_shipped(preset, spec.name, log_dir, options)
     source = schedules.adapt_source(preset, spec.name, adapt, root) if adapt else None
     cfg = TuneConfig(trials=trials, trials_per_task=trials_per_task, per_round=per_round,
                      seed=seed, fresh=fresh, rpc=rpc, workers=workers or default_workers(preset),
