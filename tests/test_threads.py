@@ -179,6 +179,6 @@ def test_report_names_schedules_from_another_cpu():
     back = type(rep).from_json(rep.to_json())
     assert back.results[0].cpu_mismatch == "tuned on emeraldrapids, running on znver2"
     # the set of this very CPU: nothing to say
-    rep.results[0].schedules = _schedule_set({"schedules": {"cpu": "znver2",
+    rep.results[0].schedules = _schedule_set({"schedules": {"path": "y", "sha256": "1", "cpu": "znver2",
                                                             "running_on": "znver2"}})
     assert not [w for w in rep.warnings() if "another CPU" in w]
