@@ -181,3 +181,14 @@ def test_library_errors_are_tvmflow_errors(tmp_path, monkeypatch):
         get_target("gpu")
     with pytest.raises(TvmflowError, match="unknown target"):
         get_target("nonesuch")
+
+
+def test_preset_record_round_trips():
+    """TargetPreset is the target stage's record: to_json and back, detection kept as it was."""
+    from tvmflow.target.presets import TargetPreset
+    for name in ("host", "rpi4", "h100"):
+        p = get_target(name)
+        back = TargetPreset.from_json(p.to_json())
+        assert back == p and back.cpu_key == p.cpu_key
+    with pytest.raises(TvmflowError, match="unknown fields"):
+        TargetPreset.from_json({**get_target("rpi4").to_json(), "colour": "red"})

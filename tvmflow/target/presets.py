@@ -14,7 +14,7 @@ import difflib
 import os
 import platform
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -86,6 +86,16 @@ class TargetPreset:
                     cross_compiler=self.cross_compiler, cross_package=self.cross_package,
                     emulated=self.emulated, detected=self.detected, cpu_key=self.cpu_key,
                     source=self.source)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TargetPreset":
+        """The preset as :meth:`to_json` wrote it (e.g. in a sidecar): what was resolved
+        then, not detected again (``cpu_key`` is derived, so it is not read back)."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names - {"cpu_key"}
+        if unknown:
+            raise TvmflowError(f"target record with unknown fields {sorted(unknown)}")
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def _cpu_flags() -> set[str]:
