@@ -211,6 +211,9 @@ LIBRARY = [
     (["profile", "-v", "pruned", "--against", "nosuch"], "unknown variant 'nosuch'"),
     # checkpoints that are not checkpoints
     (["prune", "{empty_pth}", "--ratio", "0.5"], "is empty (0 bytes)"),
+    # a workspace where nothing can be made
+    (["--workspace", "{unwritable}", "tune", "-v", "pruned", "--trials", "100000"],
+     "cannot create the tuning log folder /proc/tvmflow-no-such-dir/schedules"),
 ]
 
 @pytest.fixture

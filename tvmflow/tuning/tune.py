@@ -56,6 +56,15 @@ def _at_least_one(**values: int | None) -> None:
             raise TvmflowError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
+def _make_parent(log_dir: Path) -> None:
+    """The log's folder can be made (a workspace under /proc, say, cannot): one clear line."""
+    try:
+        log_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TvmflowError(f"cannot create the tuning log folder {log_dir.parent}: "
+                           f"{exc.strerror or exc}", hint="choose another --workspace") from None
+
+
 def _where_to_measure(preset, tracker, key, dry_run: bool, rpc_workers: int | None):
     """(rpc or None, runner workers), checked."""
     rpc = resolve_tracker(tracker, key)
@@ -131,6 +140,7 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
         done = _nothing_to_do(spec, preset, log_dir, trials, options, dry_run, root)
         if done is not None:
             return done
+    _make_parent(log_dir)
     if not fresh and not dry_run and root is None:     # shipped sets hold measured records
         schedules.seed_from_shipped(preset, spec.name, log_dir, options)
     source = schedules.adapt_source(preset, spec.name, adapt, root) if adapt else None
