@@ -52,7 +52,12 @@ def test_tracker_lists_both_servers(cluster):
     summary = cluster.summary()
     ports = sorted(s["port"] for s in rpc.servers_under(summary, KEY))
     assert ports == sorted(p.port for p in cluster.servers)
-    assert summary["queue"][KEY]["free"] == 2
+    # a server re-offers its key a moment after a probe or an earlier session: both are free
+    # again within seconds (on a loaded machine one may still be on its way back)
+    deadline = time.monotonic() + 15
+    while cluster.summary()["queue"][KEY]["free"] != 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert cluster.summary()["queue"][KEY]["free"] == 2
 
 
 def test_sessions_reach_both_servers(cluster, add_lib):

@@ -184,11 +184,14 @@ def native_stderr_to(path: str):
 
 
 def _quiet_meta_schedule_console() -> None:
-    """MetaSchedule logs to stdout and to work_dir/logs; keep only the files."""
+    """MetaSchedule logs to stdout and to work_dir/logs; keep only the files.  A handler
+    without a name on its logger (one a host program added) is dropped too: MetaSchedule
+    names every handler of that logger in its dictConfig and fails on None."""
     for name in ("tvm.s_tir.meta_schedule",):
         lg = logging.getLogger(name)
         for h in list(lg.handlers):
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+            if h.get_name() is None or (isinstance(h, logging.StreamHandler)
+                                        and not isinstance(h, logging.FileHandler)):
                 lg.removeHandler(h)
 
 
