@@ -46,10 +46,10 @@ def test_layer_sum_matches_end_to_end(pruned_profile):
     assert layer_sum == pytest.approx(r.kernel_sum_ms)
     e2e = r.end_to_end_median_ms
     # the medians within 10 %; on a busy VM a few slow end-to-end rounds can move main's
-    # median alone, so the fastest rounds (less noisy) within 15 % also show that every kernel
+    # median alone, so the fastest rounds (less noisy) within 20 % also show that every kernel
     # was counted (a missed or doubled kernel moves both by far more)
     medians_agree = abs(layer_sum - e2e) <= 0.10 * e2e
-    bests_agree = abs(r.kernel_best_sum_ms - r.end_to_end_best_ms) <= 0.15 * r.end_to_end_best_ms
+    bests_agree = abs(r.kernel_best_sum_ms - r.end_to_end_best_ms) <= 0.20 * r.end_to_end_best_ms
     assert medians_agree or bests_agree, (layer_sum, e2e, r.kernel_best_sum_ms,
                                           r.end_to_end_best_ms)
     assert sum(row.share for row in r.layers) == pytest.approx(1.0)
