@@ -1,12 +1,14 @@
 """Test helpers for RPC servers and boards: a tiny ``add`` library built, run and timed remotely.
 
 Not part of the shipped package (tvmflow never builds or runs this function); imported by
-test_rpc_infra.py, test_board.py and test_bench.py.
+test_rpc_infra.py, test_rpc_deadlines.py, test_board.py and test_bench.py.
 """
 
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +84,21 @@ def time_remote(session, lib, n: int = 1024, number: int = 100, repeat: int = 3)
         c = tvm.runtime.tensor(np.zeros(n, "float32"), dev)
         ev = mod.time_evaluator("add", dev, number=number, repeat=repeat)
         return float(ev(a, a, c).mean)
+
+
+def bounded(fn, limit: float) -> tuple[dict, float]:
+    """Run ``fn`` in a thread: ``({"value"|"error": ...}, seconds)``; fails the test (instead
+    of hanging the suite) when it outlives ``limit``."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+    th = threading.Thread(target=target, daemon=True)
+    t0 = time.monotonic()
+    th.start()
+    th.join(limit)
+    assert not th.is_alive(), f"still waiting after {limit} s: it hangs"
+    return box, time.monotonic() - t0

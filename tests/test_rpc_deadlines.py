@@ -26,6 +26,7 @@ import time
 import pytest
 import tvm.rpc  # noqa: F401 - imported before any timing (connect and request import it first)
 
+from rpc_fixtures import bounded
 from tvmflow.adapter import rpc
 from tvmflow.adapter.rpc import session as rpc_session
 from tvmflow.adapter.rpc import tracker as rpc_tracker
@@ -75,19 +76,7 @@ def silent_server(answer_first: int = 0):
 def timed_error(fn, limit: float = 30) -> tuple[TvmflowError, float]:
     """The TvmflowError ``fn()`` raises and the seconds it took; run in a thread, so that a
     hang fails the test after ``limit`` seconds instead of hanging the suite."""
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-    th = threading.Thread(target=run, daemon=True)
-    t0 = time.monotonic()
-    th.start()
-    th.join(limit)
-    took = time.monotonic() - t0
-    assert not th.is_alive(), f"still waiting after {limit} s: it hangs"
+    box, took = bounded(fn, limit)
     assert isinstance(box.get("error"), TvmflowError), box
     return box["error"], took
 

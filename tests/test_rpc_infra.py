@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import pytest
 
-from rpc_fixtures import build_add_module, run_add_check
+from rpc_fixtures import bounded, build_add_module, run_add_check
 from tvmflow.adapter import rpc
 from tvmflow.errors import TvmflowError
 
@@ -29,23 +28,6 @@ def cluster(tmp_path_factory):
         yield c
     for proc in [c.tracker, *c.servers]:
         assert not proc.alive(), f"{proc.kind} {proc.pid} survived local_rpc"
-
-
-def _bounded(fn, limit: float):
-    """Run fn in a thread; fail (instead of hanging the suite) when it outlives ``limit``."""
-    box: dict = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-    th = threading.Thread(target=target, daemon=True)
-    t0 = time.monotonic()
-    th.start()
-    th.join(limit)
-    assert not th.is_alive(), f"still waiting after {limit} s (hang)"
-    return box, time.monotonic() - t0
 
 
 def test_tracker_lists_both_servers(cluster):
@@ -83,7 +65,7 @@ def test_sessions_reach_both_servers(cluster, add_lib):
 
 def test_all_servers_busy_is_a_clear_error(cluster):
     held = [cluster.request(timeout=20), cluster.request(timeout=20)]
-    box, _ = _bounded(lambda: cluster.request(timeout=2), 30)
+    box, _ = bounded(lambda: cluster.request(timeout=2), 30)
     assert isinstance(box.get("error"), TvmflowError), box
     assert f"no free RPC server under key '{KEY}'" in str(box["error"])
     assert "2 registered" in str(box["error"])
@@ -92,7 +74,7 @@ def test_all_servers_busy_is_a_clear_error(cluster):
 
 def test_unreachable_tracker_is_a_clear_error():
     port = rpc.find_free_port()
-    box, _ = _bounded(lambda: rpc.request("127.0.0.1", port, KEY, timeout=3), 30)
+    box, _ = bounded(lambda: rpc.request("127.0.0.1", port, KEY, timeout=3), 30)
     err = box.get("error")
     assert isinstance(err, TvmflowError), box
     assert f"cannot reach the RPC tracker at 127.0.0.1:{port}" in str(err)
@@ -107,7 +89,7 @@ def test_unreachable_server_is_a_clear_error():
 
 
 def test_no_board_under_key_is_a_clear_error(cluster):
-    box, _ = _bounded(lambda: cluster and rpc.request(cluster.tracker_host, cluster.tracker_port,
+    box, _ = bounded(lambda: cluster and rpc.request(cluster.tracker_host, cluster.tracker_port,
                                                       "no-such-board", timeout=2), 30)
     err = box.get("error")
     assert isinstance(err, TvmflowError), box
@@ -136,7 +118,7 @@ def test_direct_server_session_and_stop(add_lib, tmp_path):
     assert rpc.group_pids(proc.pid) == []
     assert not rpc.is_listening(proc.host, proc.port)
     # the session is gone: a call is a clear error, not a hang
-    box, _ = _bounded(lambda: run_add_check(sess, add_lib), 60)
+    box, _ = bounded(lambda: run_add_check(sess, add_lib), 60)
     assert isinstance(box.get("error"), TvmflowError), box
 
 

@@ -78,10 +78,6 @@ class Workspace:
     def reports(self) -> Path:
         return self.root / "reports"
 
-    def is_shipped(self, path: Path) -> bool:
-        """Whether ``path`` lies in the data shipped with tvmflow (never written)."""
-        return is_shipped(path)
-
 
 def is_shipped(path: str | Path) -> bool:
     """Whether ``path`` lies in the data shipped with tvmflow: read-only, always (in a source
