@@ -139,8 +139,8 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     t0 = time.monotonic()
     preset = _preset(target)
     threads = resolve(preset, threads)
-    _check_args(preset, trials=trials, rounds=rounds, repeat=repeat, per_round=per_round,
-                per_layer=per_layer, route=route or {})
+    where = _check_args(preset, trials=trials, rounds=rounds, repeat=repeat,
+                        per_round=per_round, per_layer=per_layer, route=route or {})
     plan = plan_sweep(source, aligns, base=base, name=name, models_dir=models_dir)
     _put_on_model_path(plan.models_dir)
     if trials:
@@ -148,7 +148,7 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
             _tune(v.spec, preset, trials, on_step, per_round, threads)
     out = Path(out_dir) if out_dir else Workspace.current().reports / f"sweep-{preset.name}-{plan.source.name}"
     samples, schedules, measured = _measure_bench(plan, preset, rounds=rounds, repeat=repeat,
-                                                  seed=seed, route=route or {}, tuned=trials != 0,
+                                                  seed=seed, route=where, tuned=trials != 0,
                                                   module_dir=out / "modules", threads=threads,
                                                   on_step=on_step)
     result = SweepResult(plan.source.name, plan.base.name, preset.name,
@@ -167,8 +167,9 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     return result
 
 
-def _check_args(preset, *, trials, rounds, repeat, per_round, per_layer, route: dict) -> None:
-    """Refuse what sweep would ignore or fail on late (after tuning): before any work."""
+def _check_args(preset, *, trials, rounds, repeat, per_round, per_layer, route: dict):
+    """Refuse what sweep would ignore or fail on late (after tuning): before any work.
+    Returns the resolved route (a :class:`~tvmflow.runtime.session.Route`)."""
     if trials is not None and trials < 0:
         raise TvmflowError(f"--trials must be 0 or more, got {trials}")
     if rounds < 1 or repeat < 1 or rounds * repeat < 3:
@@ -187,6 +188,7 @@ def _check_args(preset, *, trials, rounds, repeat, per_round, per_layer, route: 
                            "not on this machine",
                            hint="give the board: --tracker HOST:PORT --key K or --rpc HOST:PORT")
     preflight(r, target=preset.name)     # an unreachable board fails before tuning or compiling
+    return r
 
 
 def _rows(plan: SweepPlan, samples: dict[str, list[float]], schedules: dict[str, str]
@@ -225,12 +227,13 @@ def _put_on_model_path(directory: Path) -> None:
     os.environ["TVMFLOW_MODEL_PATH"] = os.pathsep.join(x for x in (str(directory), old) if x)
 
 
-def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: int, route: dict,
+def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: int, route,
                    tuned: bool, module_dir: Path, on_step, threads: int | None = None
                    ) -> tuple[dict[str, list[float]], dict[str, str], Any]:
     """Compile each variant and time them all with bench's interleaved ``compare`` rounds.
 
     Returns the samples and schedules per variant and TVM's measured thread count.
+    ``route``: the Route that _check_args resolved.
 
     ``tuned``: the compiled module of the artifacts cache (tvmflow compile's, with the tuned
     schedules where they exist; recompiled when stale); otherwise a module with TVM's default
@@ -239,11 +242,7 @@ def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: i
     from tvmflow.artifact.modules import ensure_module, module_from_package
     from tvmflow.measure.bench import BenchOptions, run
     from tvmflow.artifact.compile import compile as compile_variant
-    from tvmflow.runtime.session import resolve_route
     say = on_step or (lambda _msg: None)
-    via_default = "local"
-    r = resolve_route(via=route.get("via"), rpc=route.get("rpc"), tracker=route.get("tracker"),
-                      key=route.get("key"), default_key=preset.rpc_key, default_via=via_default)
     if tuned:
         modules = [ensure_module(v.name, preset.name, seed=seed, say=say) for v in plan.unique()]
     else:
@@ -255,7 +254,7 @@ def _measure_bench(plan: SweepPlan, preset, *, rounds: int, repeat: int, seed: i
             modules.append(module_from_package(v.name, pkg, compiled_now=True))
     opts = BenchOptions(rounds=rounds, min_repeats=rounds * repeat, min_time=0.0,
                         warmup=min(20, repeat), baselines=False, check=True)
-    report = run(preset.name, modules, r, command="compare", options=opts, threads=threads,
+    report = run(preset.name, modules, route, command="compare", options=opts, threads=threads,
                  say=say)
     samples, schedules = {}, {}
     for m in modules:
