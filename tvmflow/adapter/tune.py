@@ -272,6 +272,7 @@ def run_tuning(tasks, work_dir: str, *, trials: int, trials_per_task: int | None
     strategy = "evolutionary" if stock else search_strategy(population)
     import io
     native_log = os.path.join(work_dir, "logs", "tvm-native.log")
+    _quiet_meta_schedule_console()  # before too: its dictConfig fails on an unnamed handler
     with contextlib.redirect_stdout(io.StringIO()), native_stderr_to(native_log):
         # its console logger binds sys.stdout here
         ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
