@@ -11,14 +11,19 @@ import pytest
 
 @pytest.fixture(autouse=True, scope="session")
 def _workspace(tmp_path_factory):
-    """Tests write into a workspace of their own, never into the checkout."""
-    old = os.environ.get("TVMFLOW_HOME")
+    """Tests write into a workspace of their own, never into the checkout, and tune with a
+    small search population."""
+    old = {k: os.environ.get(k) for k in ("TVMFLOW_HOME", "TVMFLOW_TUNE_POPULATION")}
     os.environ["TVMFLOW_HOME"] = str(tmp_path_factory.mktemp("workspace"))
+    # the tests' tunes check the flow, not the search: a small population per round (the
+    # default 256 costs ~10 s per tune on 2 cores); test_tune checks the default and the option
+    os.environ["TVMFLOW_TUNE_POPULATION"] = "32"
     yield
-    if old is None:
-        os.environ.pop("TVMFLOW_HOME", None)
-    else:
-        os.environ["TVMFLOW_HOME"] = old
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(autouse=True)

@@ -77,6 +77,8 @@ STATIC = [
     (["tune", "--trials", "many"], "'many' is not a valid integer."),
     (["tune", "--trials-per-task", "0"], "'--trials-per-task': 0 is not in the range x>=1"),
     (["tune", "--per-round", "0"], "'--per-round': 0 is not in the range x>=1"),
+    (["tune", "--population", "4"], "'--population': 4 is not in the range x>=8"),
+    (["tune", "--population", "many"], "'--population': 'many' is not a valid integer"),
     (["tune", "--keep-best", "0"], "'--keep-best': 0 is not in the range x>=1"),
     (["tune", "--workers", "0"], "'--workers': 0 is not in the range x>=1"),
     (["tune", "--rpc-workers", "0"], "'--rpc-workers': 0 is not in the range x>=1"),

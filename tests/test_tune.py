@@ -63,7 +63,8 @@ def tuned(tmp_path_factory):
     root = tmp_path_factory.mktemp("sched")
     # NCHW: 13 tasks with room to search each (NCHWc, the default for pruned-a8, leaves 6
     # small ones, some of which have only a candidate or two); later tunes resume this log
-    out = _tune(root, "--trials", 16, "--per-round", 8, "--layout", "NCHW", "--json")
+    out = _tune(root, "--trials", 16, "--per-round", 8, "--layout", "NCHW", "--json",
+                "--population", 16)
     assert out.returncode == 0, out.stderr[-3000:]
     return root, json.loads(out.stdout)[0]
 
@@ -74,7 +75,7 @@ def test_tune_writes_log_and_meta(tuned):
     assert res["trials_run"] == 16 and res["trials_total"] == 16 and res["valid"] > 0
     assert S.check(d).ok and S.record_count(d) == 16
     meta = S.read_meta(d)
-    assert meta["trials"] == 16 and meta["variant"] == VARIANT
+    assert meta["trials"] == 16 and meta["variant"] == VARIANT and meta["population"] == 16
     assert meta["mcpu"] == meta["target"]["mcpu"] and meta["tvm_version"]
     assert meta["est_total_ms"] > 0 and meta["n_tuned_tasks"] >= 1
     assert (d / "logs").is_dir() and any((d / "logs").iterdir())  # MetaSchedule's own logs
@@ -350,7 +351,14 @@ def test_a_set_shipped_for_this_cpu_is_copied_and_never_written(tuned, tmp_path,
     # not break its logging setup
     import logging
     logging.getLogger("tvm.s_tir.meta_schedule").addHandler(logging.NullHandler())
+    import tvmflow.adapter.tune as ad
+    real_strategy, populations = ad.search_strategy, []
+    monkeypatch.setattr(ad, "search_strategy",
+                        lambda population, **kw: populations.append(population)
+                        or real_strategy(population, **kw))
+    monkeypatch.setenv("TVMFLOW_TUNE_POPULATION", "24")
     res = tune(VARIANT, trials=24, per_round=8)
+    assert populations == [24] and S.read_meta(res.log_dir)["population"] == 24
     log = S.schedule_dir("host", VARIANT, workspace)
     assert res.log_dir == log and res.trials_before == 16 and res.trials_run == 8
     assert S.record_count(log) == 16 + 8 and S.read_meta(log)["trials"] == 24
@@ -382,3 +390,20 @@ def test_nothing_to_do_touches_nothing_and_imports_no_model(tmp_path, monkeypatc
     assert res.skipped and (res.trials_before, res.trials_run, res.trials_total) == (10, 0, 10)
     assert [(t.name, t.trials, t.weighted_ms) for t in res.tasks] == [("t0", 10, 1.0)]
     assert _snapshot(tmp_path) == before
+
+
+def test_population_default_environment_and_bad_values(monkeypatch):
+    from tvmflow.errors import TvmflowError
+    from tvmflow.tuning.tune import DEFAULT_POPULATION, resolve_population
+    monkeypatch.delenv("TVMFLOW_TUNE_POPULATION", raising=False)
+    assert resolve_population(None) == DEFAULT_POPULATION == 256
+    assert resolve_population(64) == 64
+    monkeypatch.setenv("TVMFLOW_TUNE_POPULATION", "48")
+    assert resolve_population(None) == 48 and resolve_population(16) == 16
+    for bad, message in (("lots", "TVMFLOW_TUNE_POPULATION must be a whole number, got 'lots'"),
+                         ("4", "TVMFLOW_TUNE_POPULATION must be a whole number of at least 8")):
+        monkeypatch.setenv("TVMFLOW_TUNE_POPULATION", bad)
+        with pytest.raises(TvmflowError, match=message):
+            resolve_population(None)
+    with pytest.raises(TvmflowError, match="--population must be a whole number of at least 8"):
+        resolve_population(2)

@@ -235,8 +235,40 @@ def light_tensor_intrin_import(arch: str = "x86") -> bool:
     elif not getattr(pkg, "__tvmflow_light__", False):
         return False
     sub = {"arm": "arm_cpu", "x86": "x86", "cuda": "cuda"}[arch]
-    importlib.import_module(f"{name}.{sub}")
+    with _cheap_outer_frames():
+        importlib.import_module(f"{name}.{sub}")
     return True
+
+
+@contextlib.contextmanager
+def _cheap_outer_frames():
+    """TVMScript's ``@T.prim_func`` calls ``inspect.stack()``, which looks up the source of
+    every outer frame; for a frame without a file (importlib's frozen frames) that is a
+    scan of all of ``sys.modules`` each time: 20-40 s for the CUDA intrinsics in a process
+    that has torch loaded.  While they register, such frames get no source context (the
+    parser reads the context of the frames of real files only)."""
+    import inspect
+    import sys
+    real = inspect.stack
+
+    def stack(context: int = 1):
+        frames = []
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_filename.startswith("<"):
+                frames.append(inspect.FrameInfo(frame, frame.f_code.co_filename, frame.f_lineno,
+                                                frame.f_code.co_name, None, None))
+            else:
+                info = inspect.getframeinfo(frame, context)
+                frames.append(inspect.FrameInfo(frame, *info, positions=info.positions))
+            frame = frame.f_back
+        return frames
+
+    inspect.stack = stack
+    try:
+        yield
+    finally:
+        inspect.stack = real
 
 
 def intrin_arch(target) -> str:

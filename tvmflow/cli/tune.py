@@ -17,6 +17,9 @@ from tvmflow.cli.options import POSITIVE, layout_options, needs_nchwc, seed_opti
 @click.option("--per-round", type=POSITIVE, default=32, show_default=True,
               help="Candidates measured per round.")
 @seed_option("Search seed.")
+@click.option("--population", type=click.IntRange(min=8), default=None,
+              help="Evolutionary search population per round: smaller searches faster and "
+                   "explores less [default: $TVMFLOW_TUNE_POPULATION, else 256].")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming the log (the old "
                                             "log is moved aside).")
 @click.option("--keep-best", type=POSITIVE, default=None,
@@ -46,7 +49,7 @@ from tvmflow.cli.options import POSITIVE, layout_options, needs_nchwc, seed_opti
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def tune_cmd(target, variant, trials, trials_per_task, per_round, seed, fresh, keep_best, tracker,
              key, rpc_workers, threads, as_json, adapt=None, layout=None, no_pad=False,
-             conv_rule=None, workers=None, dry_run=False):
+             conv_rule=None, workers=None, dry_run=False, population=None):
     """Auto-schedule variants with MetaSchedule (XGBoost cost model)."""
     needs_nchwc(layout, no_pad=no_pad, conv_rule=conv_rule)
     if adapt is not None and not adapt.strip():
@@ -67,7 +70,7 @@ def tune_cmd(target, variant, trials, trials_per_task, per_round, seed, fresh, k
                         fresh=fresh, keep_best=keep_best, tracker=tracker, key=key,
                         adapt=(True if adapt == "nearest" else adapt),
                         rpc_workers=rpc_workers, threads=threads, options=options,
-                        workers=workers, dry_run=dry_run)
+                        workers=workers, dry_run=dry_run, population=population)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in res], indent=2))
 

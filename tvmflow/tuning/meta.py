@@ -66,7 +66,7 @@ _NUM = (int, float)
 _TYPES: dict[str, tuple[type, ...]] = {
     **{k: (str,) for k in ("variant", "target_name", "cpu", "mcpu", "tvm_version", "frontend",
                            "measured_on", "created", "updated")},
-    **{k: (int,) for k in ("seed", "per_round", "trials", "records", "n_tasks",
+    **{k: (int,) for k in ("seed", "per_round", "population", "trials", "records", "n_tasks",
                            "n_tuned_tasks", "builders")},
     **{k: (dict,) for k in ("target", "detected", "pipeline", "weights", "task_trials",
                             "best_ms", "threads")},
@@ -84,7 +84,7 @@ def _check_types(data: dict[str, Any]) -> None:
 
 
 # fields written only when they say something (old logs lack them; a round trip keeps them out)
-_OPTIONAL = ("threads", "builders", "adapted_from", "dry_run", "repaired")
+_OPTIONAL = ("threads", "builders", "population", "adapted_from", "dry_run", "repaired")
 
 
 @dataclass
@@ -102,6 +102,7 @@ class ScheduleMeta:
     frontend: str | None = None
     seed: int | None = None
     per_round: int | None = None
+    population: int | None = None              # the search's population per round
     measured_on: str | None = None
     trials: int = 0                            # search trials done (the budget used)
     records: int | None = None                 # records in the database

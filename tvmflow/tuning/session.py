@@ -38,6 +38,7 @@ class TuneConfig:
     rpc_workers: int
     threads: int | None
     dry_run: bool
+    population: int = 256
     on_batch: Callable[[dict[str, Any]], None] | None = None
     on_start: Callable[[dict[str, Any]], None] | None = None
     on_adapt: Callable[[dict[str, Any]], None] | None = None
@@ -126,6 +127,7 @@ class TuneSession:
         m.target, m.target_name, m.variant = dict(p.target), p.name, self.spec.name
         m.tvm_version, m.mcpu, m.cpu = tvm_version, p.target.get("mcpu"), p.cpu_key
         m.pipeline, m.seed, m.per_round = opts.to_json(), cfg.seed, cfg.per_round
+        m.population = cfg.population
         m.n_tasks, m.tasks = len(self.tasks), list(self.names)
         m.weights = {t.task_name: int(t.weight) for t in self.tasks}
         m.frontend, m.detected, m.builders = cfg.frontend, dict(p.detected), cfg.workers
@@ -301,4 +303,4 @@ class TuneSession:
         ad.run_tuning(self.tasks, str(self.log_dir), trials=remaining,
                       trials_per_task=self.cfg.trials_per_task, per_round=self.cfg.per_round,
                       seed=self.cfg.seed, builder=builder, runner=runner, on_batch=self.batch,
-                      prior=self.prior())
+                      prior=self.prior(), population=self.cfg.population)

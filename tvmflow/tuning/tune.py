@@ -29,6 +29,7 @@ fast builder (:mod:`tvmflow.adapter.tune`) into the log directory's JSON databas
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,12 +43,31 @@ from tvmflow.tuning.session import TuneConfig, TuneSession, check_log_fits, reso
 
 DEFAULT_SEED = 0
 DEFAULT_PER_ROUND = 32
+DEFAULT_POPULATION = 256
+POPULATION_ENV = "TVMFLOW_TUNE_POPULATION"
 KEEP_BEST = 3
 ADAPT_TOP_K = 3
 
-__all__ = ["ADAPT_TOP_K", "ALL_FAILED_STOP", "DEFAULT_PER_ROUND", "DEFAULT_SEED", "KEEP_BEST",
+__all__ = ["ADAPT_TOP_K", "ALL_FAILED_STOP", "DEFAULT_PER_ROUND", "DEFAULT_POPULATION", "DEFAULT_SEED", "KEEP_BEST",
            "TaskResult", "TuneProgress", "TuneResult", "adapt_message", "default_workers",
            "print_task_table", "resolve_tracker", "short_error", "tune", "tune_variants"]
+
+
+def resolve_population(population: int | None) -> int:
+    """The search population: the one given, else ``$TVMFLOW_TUNE_POPULATION``, else 256."""
+    where = "--population"
+    if population is None:
+        raw = os.environ.get(POPULATION_ENV, "").strip()
+        if not raw:
+            return DEFAULT_POPULATION
+        where = POPULATION_ENV
+        try:
+            population = int(raw)
+        except ValueError:
+            raise TvmflowError(f"{POPULATION_ENV} must be a whole number, got {raw!r}") from None
+    if isinstance(population, bool) or not isinstance(population, int) or population < 8:
+        raise TvmflowError(f"{where} must be a whole number of at least 8, got {population!r}")
+    return population
 
 
 def _at_least_one(**values: int | None) -> None:
@@ -109,14 +129,17 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
          on_adapt: Callable[[dict[str, Any]], None] | None = None,
          rpc_workers: int | None = None, on_batch: Callable[[dict[str, Any]], None] | None = None,
          on_start: Callable[[dict[str, Any]], None] | None = None,
-         threads: int | None = None, dry_run: bool = False) -> TuneResult:
+         threads: int | None = None, dry_run: bool = False,
+         population: int | None = None) -> TuneResult:
     """Tune one variant for one target preset; returns a :class:`TuneResult`.
 
     ``threads``: TVM's thread count in the runner that measures the candidates (default
     ``TVM_NUM_THREADS``, else the target's ``num-cores``; on a board each session sets it);
     the count measured where the candidates run is recorded in ``meta.json`` (``threads``).
     ``adapt``: True (the nearest other CPU's set) or a CPU name (see the module doc);
-    ``on_adapt`` receives the summary.  ``workers``: builder processes (default
+    ``on_adapt`` receives the summary.  ``population``: the evolutionary search's population
+    per round (default ``$TVMFLOW_TUNE_POPULATION``, else 256; smaller searches faster and
+    explores less; recorded in meta.json).  ``workers``: builder processes (default
     :func:`default_workers`).  ``dry_run``: build every candidate but measure none (made-up
     run times); a dry-run log is marked so, and dry-run and measured records never share a
     log.  A task whose first :data:`ALL_FAILED_STOP` candidates all fail stops the tune with
@@ -148,7 +171,8 @@ def tune(variant: str, target: str = "host", *, trials: int = 256,
                      seed=seed, fresh=fresh, rpc=rpc, workers=workers or default_workers(preset),
                      options=options, keep_best=keep_best, frontend=frontend, adapt=source,
                      adapt_top_k=adapt_top_k, rpc_workers=rpc_workers, threads=threads,
-                     dry_run=dry_run, on_batch=on_batch, on_start=on_start, on_adapt=on_adapt)
+                     dry_run=dry_run, on_batch=on_batch, on_start=on_start, on_adapt=on_adapt,
+                     population=resolve_population(population))
     lk = schedules.lock(log_dir)
     try:
         return TuneSession(spec, preset, log_dir, cfg).run()
