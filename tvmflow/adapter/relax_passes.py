@@ -47,9 +47,10 @@ def op_name(expr) -> str | None:
 
 
 def const_value(expr):
-    """The numpy value of a Relax constant, or None."""
+    """The numpy value of a Relax tensor constant, or None (a scalar immediate too)."""
     import tvm
-    return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
+    value = getattr(expr, "value", None) if isinstance(expr, tvm.ir.expr.Constant) else None
+    return value.numpy() if hasattr(value, "numpy") else None
 
 
 def static_shape(expr) -> list[int] | None:

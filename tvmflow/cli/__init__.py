@@ -17,8 +17,8 @@ from tvmflow._version import __version__
 from tvmflow.errors import EXIT_INTERRUPTED, TvmflowError
 
 # command modules; each registers its commands on `cli` when imported
-COMMAND_MODULES = ("models", "prune", "verify", "targets", "compile", "tune", "bench", "board",
-                   "sweep")
+COMMAND_MODULES = ("models", "import_cmd", "prune", "verify", "targets", "compile", "tune",
+                   "bench", "board", "sweep")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

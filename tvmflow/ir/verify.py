@@ -77,14 +77,17 @@ def _verify(variants, frontends, host, *, seed: int, tolerance: float, threads: 
     from tvmflow.adapter import pipeline
     from tvmflow.adapter.runtime import local_session
     from tvmflow.ir.frontend import import_model
+    from tvmflow.spec.registry import get_spec
     target = host.tvm_target()
     session = local_session()
     measured = session.use_threads(threads)
     rows = []
     labels: list[str] = []
     for name in variants:
-        for fe in frontends:
-            model = import_model(name, frontend=fe, seed=seed)
+        spec = get_spec(name)
+        own = getattr(spec, "scheme", None) == "onnx"     # an ONNX file: its own frontend only
+        for fe in (["onnx"] if own and "onnx" in frontends else [] if own else frontends):
+            model = import_model(spec, frontend=fe, seed=seed)
             options = pipeline.options_for(target, layout, conv_rule=conv_rule, mod=model.mod)
             if options.label not in labels:
                 labels.append(options.label)

@@ -128,7 +128,8 @@ class TorchRunner(Runner):
 
 
 class OrtRunner(Runner):
-    def __init__(self, variant: str, model, x: np.ndarray, threads: int, cuda: bool = False):
+    def __init__(self, variant: str, model, x: np.ndarray, threads: int, cuda: bool = False,
+                 onnx_file: str | Path | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -139,8 +140,9 @@ class OrtRunner(Runner):
         super().__init__("onnxruntime-cuda" if cuda else "onnxruntime", variant,
                          {"threads": threads, "version": ort.__version__})
         self._tmp = tempfile.TemporaryDirectory(prefix="tvmflow-ort-")
-        path = export_onnx(model, torch.from_numpy(np.ascontiguousarray(x)),
-                           Path(self._tmp.name) / f"{variant}.onnx")
+        # an ONNX variant runs its own file; a PyTorch model is exported first
+        path = onnx_file if model is None else export_onnx(
+            model, torch.from_numpy(np.ascontiguousarray(x)), Path(self._tmp.name) / f"{variant}.onnx")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -284,14 +286,20 @@ def make_gpu_baselines(variant: str, model, x: np.ndarray, threads: int,
 
 
 def make_baselines(variant: str, model, x: np.ndarray, threads: int,
-                   kinds=BASELINES) -> list[Runner]:
-    """Runners for the requested baselines (PyTorch eager, ONNX Runtime) of one variant."""
+                   kinds=BASELINES, onnx_file: str | Path | None = None,
+                   skipped: dict[str, str] | None = None) -> list[Runner]:
+    """Runners for the requested baselines (PyTorch eager, ONNX Runtime) of one variant; an
+    ONNX variant (``model`` None, ``onnx_file`` its file) has no PyTorch baseline: its reason
+    goes into ``skipped``."""
     runners: list[Runner] = []
     for kind in kinds:
-        if kind == "torch":
+        if kind == "torch" and model is None:
+            if skipped is not None:
+                skipped.setdefault(kind, "an ONNX model has no PyTorch module")
+        elif kind == "torch":
             runners.append(TorchRunner(variant, model, x, threads))
         elif kind == "onnxruntime":
-            runners.append(OrtRunner(variant, model, x, threads))
+            runners.append(OrtRunner(variant, model, x, threads, onnx_file=onnx_file))
         else:
             raise TvmflowError(f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)}")
     return runners

@@ -52,31 +52,44 @@ class TvmRunner:
         pass
 
 
-def check_output(got: np.ndarray, ref: np.ndarray, opts, variant: str) -> dict:
-    """The module's output against PyTorch's (``opts.atol`` / ``opts.rtol``); a wrong module
-    is an error, not a timing."""
+def check_output(got: np.ndarray, ref: np.ndarray, opts, variant: str,
+                 reference: str = "PyTorch eager") -> dict:
+    """The module's output against the reference's (PyTorch, or ONNX Runtime on an ONNX
+    variant; ``opts.atol`` / ``opts.rtol``); a wrong module is an error, not a timing."""
     if got.shape != ref.shape:
-        raise TvmflowError(f"{variant}: the module's output has shape {got.shape}, PyTorch's "
-                           f"{ref.shape}; the module does not belong to this variant")
+        raise TvmflowError(f"{variant}: the module's output has shape {got.shape}, "
+                           f"{reference}'s {ref.shape}; the module does not belong to this variant")
     err = float(np.max(np.abs(got.astype(np.float64) - ref)))
     ok = bool(np.allclose(got, ref, atol=opts.atol, rtol=opts.rtol))
     info = {"ok": ok, "max_abs_err": err, "atol": opts.atol, "rtol": opts.rtol,
-            "reference": "PyTorch eager"}
+            "reference": reference}
     if not ok:
-        raise TvmflowError(f"{variant}: the output on the device differs from PyTorch (max abs "
-                           f"error {err:.3g} > atol {opts.atol:g} / rtol {opts.rtol:g}); not "
-                           "timing a wrong module",
+        raise TvmflowError(f"{variant}: the output on the device differs from {reference} "
+                           f"(max abs error {err:.3g} > atol {opts.atol:g} / rtol {opts.rtol:g}); "
+                           "not timing a wrong module",
                            hint="recompile it (tvmflow compile --force) or pass --no-check")
     return info
 
 
+def _reference(spec, model, x: np.ndarray) -> np.ndarray:
+    """What the module must match: the PyTorch module's output, or ONNX Runtime's on an
+    ONNX variant's own file."""
+    if model is None:
+        from tvmflow.ir.frontend import onnx_reference
+        return onnx_reference(spec, x).astype(np.float64)
+    import torch
+    with torch.inference_mode():
+        return model.eval()(torch.from_numpy(x)).numpy().astype(np.float64)
+
+
 def _baselines(mod: ModuleRef, model, x, kind: str | None, threads: int, say: Say,
-               skipped: dict[str, str] | None) -> list:
+               skipped: dict[str, str] | None, onnx_file: str | None = None) -> list:
     """The baseline runners of ``kind`` ("host", "gpu" or None); a GPU baseline that cannot
     run is left out, its reason in ``skipped``."""
     from tvmflow.measure.baselines import make_baselines, make_gpu_baselines
     if kind == "host":
-        return make_baselines(mod.variant, model, x, threads)
+        return make_baselines(mod.variant, model, x, threads, onnx_file=onnx_file,
+                              skipped=skipped)
     if kind != "gpu":
         return []
     made, left_out = make_gpu_baselines(mod.variant, model, x, threads)
@@ -101,16 +114,16 @@ def prepare_variant(mod: ModuleRef, spec, sess, result: VariantResult, opts,
     tvm_runner = TvmRunner(mod.variant, loaded)
     tvm_runner.info.update(threads=threads, threads_measured=tvm_threads)
     result.first_run["tvm"] = tvm_runner.first_run()
-    model = torch_model_for(spec, mod.seed).eval() if (opts.check or baselines) else None
+    onnx_file = spec.ref if getattr(spec, "scheme", None) == "onnx" else None
+    model = (torch_model_for(spec, mod.seed) if (opts.check or baselines) and onnx_file is None
+             else None)
     if opts.check:
-        import torch
-        with torch.inference_mode():
-            ref = model(torch.from_numpy(x)).numpy().astype(np.float64)
-        result.check = check_output(loaded.output(), ref, opts, mod.variant)
+        result.check = check_output(loaded.output(), _reference(spec, model, x), opts,
+                                    mod.variant, "ONNX Runtime" if onnx_file else "PyTorch eager")
     else:
         result.check = {"ok": None, "skipped": True}
     runners = [tvm_runner]
-    for b in _baselines(mod, model, x, baselines, threads, say, skipped):
+    for b in _baselines(mod, model, x, baselines, threads, say, skipped, onnx_file):
         result.first_run[b.kind] = b.first_run()
         b.info["threads_measured"] = b.measured_threads()
         runners.append(b)

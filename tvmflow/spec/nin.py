@@ -14,6 +14,7 @@ from torch import nn
 
 from tvmflow.errors import TvmflowError
 from tvmflow.spec.registry import VariantSpec, get_spec
+from tvmflow.spec.weights import randomize  # noqa: F401 (where it was, for callers)
 
 # positions of the BN layers whose gammas network slimming ranks (all but the head's)
 BN_KEYS = ("tnn_bin.1", "tnn_bin.2.bn", "tnn_bin.3.bn", "tnn_bin.5.bn", "tnn_bin.6.bn",
@@ -151,25 +152,6 @@ def build_model(spec: VariantSpec, load_checkpoint: bool = True) -> NIN:
     if load_checkpoint and spec.checkpoint:
         ckpt = load_checkpoint_file(spec.checkpoint)
         load_state(model, ckpt["state_dict"], f"checkpoint {spec.checkpoint}")
-    return model.eval()
-
-
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Seeded weights *and* BN statistics, so that BN matters in a numerical comparison."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, nn.Conv2d):
-                fan_in = mod.weight[0].numel()
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-                if mod.bias is not None:
-                    mod.bias.copy_(torch.randn(mod.bias.shape, generator=gen) * 0.1)
-            elif isinstance(mod, nn.BatchNorm2d):
-                n = mod.num_features
-                mod.weight.copy_(torch.rand(n, generator=gen) * 1.0 + 0.5)
-                mod.bias.copy_(torch.randn(n, generator=gen) * 0.2)
-                mod.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
-                mod.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
     return model.eval()
 
 

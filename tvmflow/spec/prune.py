@@ -83,7 +83,7 @@ def align_channels(remain: int, width: int, n: int) -> int:
     return min(target, width)
 
 
-def _check_ratio_align(ratio: float, align: int | None) -> int:
+def check_ratio_align(ratio: float, align: int | None) -> int:
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
         raise TvmflowError(f"ratio must be strictly between 0 and 1, got {ratio}")
     if align is None:
@@ -96,7 +96,7 @@ def _check_ratio_align(ratio: float, align: int | None) -> int:
 def slimming_threshold(gammas: list["torch.Tensor"], ratio: float) -> float:
     """The global |gamma| threshold of network slimming: ``sorted[int(total * ratio)]``."""
     import torch
-    _check_ratio_align(ratio, None)
+    check_ratio_align(ratio, None)
     flat = torch.cat([g.detach().reshape(-1).abs().float() for g in gammas])
     if flat.numel() == 0:
         raise TvmflowError("no BN weights to rank")
@@ -107,7 +107,7 @@ def slimming_threshold(gammas: list["torch.Tensor"], ratio: float) -> float:
 
 def _select(gammas: list["torch.Tensor"], ratio: float, align: int | None):
     import torch
-    n = _check_ratio_align(ratio, align)
+    n = check_ratio_align(ratio, align)
     threshold = slimming_threshold(gammas, ratio)
     keep = []
     for g in gammas:
@@ -230,15 +230,16 @@ def default_name(base: str, ratio: float, align: int) -> str:
     return f"{base}-slim{ratio:g}" + (f"-a{align}" if align > 1 else "")
 
 
-def _written_by_prune(path: Path) -> bool:
+def _written_by_prune(path: Path, header: str = HEADER) -> bool:
     try:
         with open(path) as fh:
-            return fh.readline().rstrip("\n") == HEADER
+            return fh.readline().rstrip("\n") == header
     except (OSError, UnicodeDecodeError):
         return False
 
 
-def _check_outputs(name: str, toml_path: Path, ckpt_path: Path, force: bool) -> None:
+def _check_outputs(name: str, toml_path: Path, data_path: Path, force: bool,
+                   header: str = HEADER) -> None:
     """Never a name another variant file declares (shipped or not), with --force or not;
     an existing output only with --force, and only when an earlier prune wrote it."""
     others = [p for p in declared_by(name) if p.resolve() != toml_path.resolve()]
@@ -246,27 +247,41 @@ def _check_outputs(name: str, toml_path: Path, ckpt_path: Path, force: bool) -> 
         raise TvmflowError(f"variant {name!r} already exists ({others[0]})",
                            hint="prune never replaces or shadows another variant's file, "
                                 "--force or not; choose another --name")
-    existing = [p for p in (toml_path, ckpt_path) if p.exists()]
+    existing = [p for p in (toml_path, data_path) if p.exists()]
     if not existing:
         return
     if not force:
         raise TvmflowError(f"{existing[0]} already exists", hint="pass --force to replace "
                            "what an earlier prune wrote, or choose another --name / -o")
-    if not _written_by_prune(toml_path):
+    if not _written_by_prune(toml_path, header):
         raise TvmflowError(f"{existing[0]} was not written by tvmflow prune (--force replaces "
                            "only what prune wrote)", hint="move it away or choose another --name / -o")
 
 
-def _outputs(name: str, base_spec: VariantSpec, out_dir, force: bool) -> tuple[Path, Path]:
+def output_paths(name: str, out_dir, force: bool, suffix: str = ".pth",
+                 header: str = HEADER) -> tuple[Path, Path]:
+    """``<out_dir>/<name>.toml`` and ``<name><suffix>``, checked as above (``out_dir``
+    defaults to the workspace's models/)."""
+    if not name or any(c.isspace() or c in "/\\" for c in name):
+        raise TvmflowError(f"bad --name {name!r}: it must be a non-empty word")
     out_dir = Path(out_dir) if out_dir is not None else Workspace.current().models
     check_writable(out_dir)
+    toml_path, data_path = out_dir / f"{name}.toml", out_dir / f"{name}{suffix}"
+    _check_outputs(name, toml_path, data_path, force, header)
+    try:  # an output directory that cannot be made fails before the work, not after it
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TvmflowError(f"cannot create output directory {out_dir}: "
+                           f"{exc.strerror or exc}") from None
+    return toml_path, data_path
+
+
+def _outputs(name: str, base_spec: VariantSpec, out_dir, force: bool) -> tuple[Path, Path]:
     try:
         base_spec.replace(name=name)  # validates the name
     except TvmflowError as exc:
         raise TvmflowError(f"bad --name {name!r}: {exc.message.split(': ', 1)[-1]}") from None
-    toml_path, ckpt_path = out_dir / f"{name}.toml", out_dir / f"{name}.pth"
-    _check_outputs(name, toml_path, ckpt_path, force)
-    return toml_path, ckpt_path
+    return output_paths(name, out_dir, force)
 
 
 def _load(checkpoint, base: str, base_spec: VariantSpec) -> tuple[Path, VariantSpec, dict]:
@@ -309,17 +324,11 @@ def prune(checkpoint: str | Path, ratio: float, align: int | None = None, name: 
     another variant file declares is refused; existing outputs are replaced only with
     ``force``, and only when an earlier prune wrote them.
     """
-    n = _check_ratio_align(ratio, align)
+    n = check_ratio_align(ratio, align)
     base_spec = get_spec(base)  # unknown names fail here, with suggestions
     _require_ungrouped(base_spec)
     name = name or default_name(base, ratio, n)
     toml_path, ckpt_path = _outputs(name, base_spec, out_dir, force)
-
-    try:  # an output directory that cannot be made fails before the work, not after it
-        toml_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TvmflowError(f"cannot create output directory {toml_path.parent}: "
-                           f"{exc.strerror or exc}") from None
 
     import torch  # only now: the checks above answer without loading torch
     from tvmflow.spec.nin import BN_KEYS, NIN, load_state
