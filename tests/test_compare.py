@@ -97,6 +97,21 @@ def test_alignment_without_a_difference_says_so():
     assert "NOT significant: the 95% CI includes 1" in sentence
 
 
+def test_any_pair_of_compared_variants(tmp_path):
+    """compare --pair A,B: the ratio line is about A and B, and survives the JSON round trip."""
+    rep = _synthetic(0.8)
+    rep.options["pair"] = ["pruned", "original"]
+    ci = rep.alignment()
+    want = rep.result("pruned").p50() / rep.result("original").p50()
+    assert ci.ratio == pytest.approx(want, rel=0.02) and ci.significant
+    sentence = rep.alignment_sentence()
+    assert sentence.startswith("Pair effect (TVM): pruned / original latency = ")
+    back = BenchReport.from_json(rep.to_json())
+    assert back.pair == ("pruned", "original")
+    assert json.loads(rep.to_json())["alignment"]["aligned"] == "pruned"
+    assert _synthetic(0.8).alignment_sentence().startswith("Alignment effect (TVM): pruned-a8 / pruned")
+
+
 def test_all_renderings_come_from_one_report(tmp_path):
     rep = _synthetic(0.8)
     data = json.loads(rep.to_json())
@@ -198,7 +213,7 @@ def test_per_layer_needs_two_known_variants_on_this_machine(tmp_path):
         return subprocess.run([sys.executable, "-m", "tvmflow", "compare", *args, "-o",
                                str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
     r = run("--per-layer", "pruned")
-    assert r.returncode == 2 and "Error: --per-layer takes two variants" in r.stderr
+    assert r.returncode == 2 and "Error: --per-layer takes two different variants" in r.stderr
     r = run("--per-layer", "pruned,prunned-a8")
     assert r.returncode == 2 and "Error: unknown variant 'prunned-a8'" in r.stderr
     r = run("--target", "rpi4", "--per-layer", "pruned,pruned-a8")

@@ -72,7 +72,7 @@ def _one_board(ctx, param, value):
 
 def _run(command, variants, target, via, rpc_addr, tracker, key, warmup, min_repeats, min_time,
          max_time, rounds, baselines, check, seed, threads, timeout, output, force,
-         per_layer=None, cuda_graph=False, boards=1):
+         per_layer=None, cuda_graph=False, boards=1, pair=None):
     from tvmflow.experiments.compare import compare
     from tvmflow.measure.bench import BenchOptions, bench
     from tvmflow.ui import console, err_console
@@ -82,7 +82,7 @@ def _run(command, variants, target, via, rpc_addr, tracker, key, warmup, min_rep
     kw = dict(via=via, rpc=rpc_addr, tracker=tracker, key=key, options=options, out_dir=output,
               force=force, seed=seed, threads=threads, cuda_graph=cuda_graph,
               say=lambda m: err_console.print(f"[dim]{m}[/dim]", highlight=False))
-    report = (compare(target, variants, per_layer=per_layer, **kw) if command == "compare"
+    report = (compare(target, variants, per_layer=per_layer, pair=pair, **kw) if command == "compare"
               else bench(target, variants, **kw))
     import sys
     from rich.console import Console
@@ -112,7 +112,10 @@ def bench_cmd(variants, **kw):
 @click.option("--per-layer", metavar="A,B", default=None,
               help="also profile two variants layer by layer, side by side (this machine), "
                    "e.g. pruned,pruned-a8")
+@click.option("--pair", metavar="A,B", default=None,
+              help="the two compared variants whose latency ratio A/B is reported with its "
+                   "95% CI [default: pruned-a8,pruned]")
 @_options("compare")
-def compare_cmd(variants, per_layer, **kw):
+def compare_cmd(variants, per_layer, pair, **kw):
     """Compare variants interleaved in rounds: latency with CIs, baselines, alignment effect."""
-    _run("compare", variants, per_layer=per_layer, **kw)
+    _run("compare", variants, per_layer=per_layer, pair=pair, **kw)

@@ -66,6 +66,7 @@ class BenchOptions:
     timeout: float = 30.0        # connect / request / registration waits
     seed: int | None = None      # input seed (default: the module's weight seed)
     boards: int = 1              # bench through a tracker: spread the variants over N boards
+    pair: tuple[str, str] | None = None   # compare: the two variants whose ratio is reported
 
     def __post_init__(self):
         for name in ("warmup", "min_repeats", "rounds"):
@@ -80,7 +81,9 @@ class BenchOptions:
             raise TvmflowError("--boards must be >= 1")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["pair"] = list(self.pair) if self.pair else None
+        return data
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Which network layer each kernel of a compiled module computes (``tvmflow profile``).
 
 Every kernel is attributed to the network layer it belongs to, in program order: a kernel
-whose name contains ``conv2d`` opens the next conv layer of :meth:`VariantSpec.layers` (conv0
-... block10, head); element-wise / bias / BN kernels belong to the conv before them; layout
+whose name contains ``conv2d`` opens the next conv layer of the spec's ``layers()`` (conv0
+... block10, head for NIN; the Conv2d layers in forward order for other models); element-wise / bias / BN kernels belong to the conv before them; layout
 transforms to the conv after them; pools get rows of their own (``pool1``, ``pool2``, and the
 final global average pool ``avgpool``).
 """
@@ -19,7 +19,7 @@ FINAL_POOL = "avgpool"
 def assign_layers(kernel_names: list[str], spec: VariantSpec) -> tuple[list[str], str | None]:
     """The layer name of each kernel call (in program order), and a warning if the module's
     conv kernels do not line up with the variant's conv layers."""
-    convs = [row["name"] for row in spec.layers()]
+    convs = [row["name"] for row in spec.layers() if row.get("kind", "conv") == "conv"]
     labels: list[str | None] = [None] * len(kernel_names)
     conv = -1
     pending: list[int] = []
@@ -53,7 +53,7 @@ def layer_rows(spec: VariantSpec, kernels: list[KernelTime]) -> list[LayerTime]:
         if k.layer not in order:
             order.append(k.layer)
     rows = []
-    prev_cout = spec.in_channels
+    prev_cout = spec.input_shape[1]
     for name in order:
         ks = [k for k in kernels if k.layer == name]
         ms = float(sum(k.median_ms for k in ks))
@@ -63,8 +63,9 @@ def layer_rows(spec: VariantSpec, kernels: list[KernelTime]) -> list[LayerTime]:
                                   g["out_hw"], g["macs"], [k.name for k in ks], ms))
             prev_cout = g["cout"]
         else:
-            pool = {"pool1": spec.pool1, "pool2": spec.pool2}.get(name)
-            # the final pool averages the head's whole output map
+            # a NIN pool's kernel; the final pool averages the head's whole output map (any
+            # other model: the pool's own kernel is not known here)
+            pool = getattr(spec, name, None) if name in ("pool1", "pool2") else None
             kernel = pool.kernel if pool else spec.layers()[-1]["out_hw"]
             rows.append(LayerTime(name, "pool", prev_cout, prev_cout, 1, kernel, 0, 0,
                                   [k.name for k in ks], ms))

@@ -144,9 +144,16 @@ class BenchReport(ReportText, ReportWriters):
             return None
         return ref.p50() / r.p50()
 
+    @property
+    def pair(self) -> tuple[str, str]:
+        """The two variants whose latency ratio the report gives (compare --pair A,B; by
+        default the alignment pair pruned-a8, pruned)."""
+        given = self.options.get("pair")
+        return (str(given[0]), str(given[1])) if given else ALIGNMENT
+
     def alignment(self, runner: str = "tvm") -> RatioCI | None:
-        """``p50(pruned-a8) / p50(pruned)`` with a seeded bootstrap 95 % CI."""
-        a, b = (self.result(n) for n in ALIGNMENT)
+        """``p50(A) / p50(B)`` of :attr:`pair` with a seeded bootstrap 95 % CI."""
+        a, b = (self.result(n) for n in self.pair)
         if a is None or b is None:
             return None
         la, lb = a.latency.get(runner), b.latency.get(runner)
@@ -175,7 +182,7 @@ class BenchReport(ReportText, ReportWriters):
                 "notes": self.notes(), "environment": self.environment, "options": self.options,
                 "results": [r.to_json(samples) for r in self.results],
                 "speedup_vs_original": {r.variant: self.speedup(r) for r in self.results},
-                "alignment": {"aligned": ALIGNMENT[0], "unaligned": ALIGNMENT[1], **ali} if ali else None,
+                "alignment": {"aligned": self.pair[0], "unaligned": self.pair[1], **ali} if ali else None,
                 "warnings": self.warnings()}
 
     def to_json(self, samples: bool = True, derived: bool = True) -> str:

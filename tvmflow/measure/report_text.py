@@ -59,12 +59,13 @@ class ReportText:
         ci = self.alignment(runner)
         if ci is None:
             return None
-        aligned, plain = ALIGNMENT
+        aligned, plain = self.pair
+        title = "Alignment effect" if self.pair == ALIGNMENT else "Pair effect"
         pct = (1.0 - ci.ratio) * 100.0
         how = f"{abs(pct):.1f}% {'faster' if pct > 0 else 'slower'}"
         verdict = ("significant: the 95% CI excludes 1" if ci.significant else
                    "NOT significant: the 95% CI includes 1")
-        text = (f"Alignment effect ({LABELS.get(runner, runner)}): {aligned} / {plain} latency = "
+        text = (f"{title} ({LABELS.get(runner, runner)}): {aligned} / {plain} latency = "
                 f"{ci.ratio:.3f} (95% CI {ci.lo:.3f}-{ci.hi:.3f}, bootstrap of medians, seed "
                 f"{ci.seed}): {aligned} is {how} -- {verdict}.")
         a, b = self.result(aligned), self.result(plain)
