@@ -285,3 +285,14 @@ def test_torch_pruning_refuses_what_it_cannot_prune(tv_models, monkeypatch):
         prune_model("resnet18", 1.5)
     with pytest.raises(TvmflowError, match="unknown importance 'taylor'"):
         prune_model("resnet18", 0.5, importance="taylor")
+
+
+def test_create_model_builds_any_torch_variant(nets, ws):
+    import torch
+    import tvmflow
+    _import("entry:mynets:tiny", "t-create", ws, input_shape="1,3,32,32")
+    _import(nets / "tiny.onnx", "t-create-onnx", ws)
+    model = tvmflow.create_model("t-create", seed=5)
+    assert isinstance(model, torch.nn.Module) and model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    with pytest.raises(TvmflowError, match="is an ONNX file: it has no PyTorch module"):
+        tvmflow.create_model("t-create-onnx")

@@ -161,7 +161,15 @@ def example_input(spec: VariantSpec, seed: int = 0, batch: int = 1) -> torch.Ten
     return torch.randn(shape, generator=gen)
 
 
-def create_model(name: str, pretrained: bool = True, **overrides) -> NIN:
+def create_model(name: str, pretrained: bool = True, seed: int = 0, **overrides) -> nn.Module:
     """Build the PyTorch module of a variant (``overrides`` as in
-    :func:`~tvmflow.spec.registry.get_spec`); loads its checkpoint when it names one."""
-    return build_model(get_spec(name, **overrides), load_checkpoint=pretrained)
+    :func:`~tvmflow.spec.registry.get_spec`); loads its checkpoint when it names one.  A
+    torchvision, entry-point or .pt2 variant gives its module with tvmflow's weights (seeded
+    random ones unless it has its own); an ONNX variant has none (an error)."""
+    spec = get_spec(name, **overrides)
+    if not isinstance(spec, VariantSpec):
+        from tvmflow.spec.torch_models import torch_module
+        if spec.scheme == "onnx":
+            raise TvmflowError(f"variant {name!r} is an ONNX file: it has no PyTorch module")
+        return torch_module(spec, seed)
+    return build_model(spec, load_checkpoint=pretrained)
