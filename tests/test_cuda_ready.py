@@ -375,6 +375,7 @@ def test_packer_checks_requirements_and_records(tmp_path):
     carry = {d: good for d in pack.PINS}
     assert pack.check_requirements(carry) == [
         "note: torch: 2.11.0 there (pyproject pins 2.13.0 for the CPU wheel)",
+        "note: torchvision: 0.26.0 there, with its torch (pyproject pins 0.28.0)",
         "note: xgboost: carried as xgboost-cpu"]
     (tmp_path / "b").mkdir()
     needy = _wheel(tmp_path / "b", "tornado", "6.6.1", ["left-pad>=1; python_version >= '3.8'"])

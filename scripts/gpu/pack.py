@@ -53,7 +53,7 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x
 # the 0.1.14 build for cp312 (0.1.15 segfaults in save_json); xgboost-cpu is XGBoost
 # without its CUDA build and NCCL (6 MB instead of 300), the version tvmflow's venv runs.
 PINS = {"apache-tvm": "0.27.0.post1", "apache-tvm-ffi": "0.1.14.post1",
-        "xgboost-cpu": "3.2.0", "tornado": "6.6.1"}
+        "xgboost-cpu": "3.2.0", "tornado": "6.6.1", "torch-pruning": "1.6.1"}
 # the extras of apache-tvm that tvmflow uses (MetaSchedule, its popen pool, RPC)
 EXTRAS = {"apache-tvm": {"meta-schedule", "popen-pool", "rpc"}}
 
@@ -61,10 +61,11 @@ EXTRAS = {"apache-tvm": {"meta-schedule", "popen-pool", "rpc"}}
 # (the device tool's KINDS.md package list, read 2026-11-17; torch is 2.11.0 there)
 IMAGE_HAS = {"torch", "numpy", "scipy", "onnx", "onnxscript", "onnxruntime", "click", "rich",
              "matplotlib", "filelock", "psutil", "cloudpickle", "ml-dtypes", "cuda-bindings",
-             "typing-extensions", "pytest", "packaging"}
+             "typing-extensions", "pytest", "packaging", "torchvision"}
 # tvmflow's requirements that the image meets with another version than pyproject pins
 IMAGE_VERSION_DIFFERS = {"torch": "2.11.0 there (pyproject pins 2.13.0 for the CPU wheel)",
-                         "xgboost": "carried as xgboost-cpu"}
+                         "xgboost": "carried as xgboost-cpu",
+                         "torchvision": "0.26.0 there, with its torch (pyproject pins 0.28.0)"}
 
 
 class PackError(Exception):
