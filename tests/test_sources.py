@@ -296,3 +296,11 @@ def test_create_model_builds_any_torch_variant(nets, ws):
     assert isinstance(model, torch.nn.Module) and model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
     with pytest.raises(TvmflowError, match="is an ONNX file: it has no PyTorch module"):
         tvmflow.create_model("t-create-onnx")
+
+
+def test_sweep_says_it_takes_nin_variants(tv_models, monkeypatch):
+    from tvmflow.experiments.sweep_plan import plan_sweep
+    monkeypatch.setenv("TVMFLOW_MODEL_PATH", str(tv_models))
+    with pytest.raises(TvmflowError, match="sweep takes a NIN variant or checkpoint; 'resnet18' "
+                                           "is a torchvision model"):
+        plan_sweep("resnet18", "1,8", write=False)

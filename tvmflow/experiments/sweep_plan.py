@@ -131,6 +131,11 @@ def plan_sweep(source: str | Path, aligns, *, base: str | None = None, name: str
     """
     aligns = parse_aligns(aligns)
     src, write_source = _source_spec(source, base, name)
+    if not isinstance(src, VariantSpec):
+        raise TvmflowError(f"sweep takes a NIN variant or checkpoint; {src.name!r} is a "
+                           f"{src.scheme} model",
+                           hint=f"prune it per alignment (tvmflow prune -v {src.base or src.name} "
+                                "--ratio R --align N) and compare the results with --pair")
     base_name = base or src.base
     if not base_name:
         raise TvmflowError(f"variant {src.name!r} names no base (unpruned) variant",
