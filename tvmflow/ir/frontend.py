@@ -113,8 +113,7 @@ def _import_source(spec: SourceVariant, frontend: str, seed: int) -> TVMFlowMode
     from tvmflow.spec import onnx_info
     from tvmflow.spec import torch_models as sources
     if spec.scheme == "onnx":
-        onnx_info.input_shape(Path(spec.ref), spec.input_shape)      # checks the shape fits
-        name, _dims, _dtype = onnx_info.graph_input(onnx_info.load(Path(spec.ref)))
+        _shape, _dtype, name = onnx_info.input_shape(Path(spec.ref), spec.input_shape)  # fits?
         mod = fe.from_onnx(Path(spec.ref), name, spec.input_shape, variant=spec.name)
         model, frontend = None, "onnx"                # an ONNX file has no other frontend
     else:

@@ -3,13 +3,13 @@ torchvision architecture as a variant (a variant file in the workspace's ``model
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tvmflow.errors import TvmflowError
 from tvmflow.files import write_atomic
+from tvmflow.spec.prune import toml_value
 from tvmflow.spec.registry import declared_by
 from tvmflow.spec.sources import SourceVariant, build_source_spec, parse_shape
 from tvmflow.workspace import Workspace, check_writable
@@ -46,7 +46,7 @@ def _declared_shape(ref: str, given: tuple[int, ...] | None) -> tuple[tuple[int,
     scheme, target = ref.split(":", 1)
     if scheme == "onnx":
         from tvmflow.spec.onnx_info import input_shape
-        return input_shape(Path(target), given)
+        return input_shape(Path(target), given)[:2]
     if scheme == "pt2":
         return _program_shape(target, given), "float32"
     if given is None:
@@ -75,33 +75,21 @@ def _program_shape(path: str, given: tuple[int, ...] | None) -> tuple[int, ...]:
     return shape
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value))
-
-
 def variant_text(spec: SourceVariant, mark: str = MARK) -> str:
-    lines = [mark, f"name = {_toml_value(spec.name)}"]
+    lines = [mark, f"name = {toml_value(spec.name)}"]
     if spec.description:
-        lines.append(f"description = {_toml_value(spec.description)}")
+        lines.append(f"description = {toml_value(spec.description)}")
     if spec.base:
-        lines.append(f"base = {_toml_value(spec.base)}")
-    lines += [f"model = {_toml_value(spec.model)}",
-              f"input_shape = {_toml_value(list(spec.input_shape))}",
-              f"input_dtype = {_toml_value(spec.input_dtype)}"]
+        lines.append(f"base = {toml_value(spec.base)}")
+    lines += [f"model = {toml_value(spec.model)}",
+              f"input_shape = {toml_value(list(spec.input_shape))}",
+              f"input_dtype = {toml_value(spec.input_dtype)}"]
     if spec.kwargs:
-        lines.append(f"kwargs = {_toml_value(spec.kwargs)}")
+        lines.append(f"kwargs = {toml_value(spec.kwargs)}")
     if spec.checkpoint:
-        lines.append(f"checkpoint = {_toml_value(spec.checkpoint)}")
+        lines.append(f"checkpoint = {toml_value(spec.checkpoint)}")
     if spec.prune:
-        lines.append(f"prune = {_toml_value(spec.prune)}")
+        lines.append(f"prune = {toml_value(spec.prune)}")
     return "\n".join(lines) + "\n"
 
 
@@ -110,21 +98,20 @@ def import_variant(what: str, name: str, *, input_shape: str | tuple[int, ...] |
                    out_dir: str | Path | None = None, force: bool = False) -> ImportResult:
     """Write ``<out_dir>/<name>.toml`` for ``what`` (see :func:`model_ref`), checked first: the
     model builds, takes the input shape, and (ONNX) has no dynamic dim left unset."""
-    from tvmflow.spec.geometry import conv_layers
     ref = model_ref(what)
     given = parse_shape(input_shape, "--input-shape") if input_shape is not None else None
     shape, dtype = _declared_shape(ref, given)
+    out = Path(out_dir) if out_dir is not None else Workspace.current().models
+    path = out / f"{name}.toml"
     spec = build_source_spec(dict(name=name, model=ref, input_shape=list(shape),
                                   input_dtype=dtype, kwargs=dict(kwargs or {}),
-                                  description=description or f"imported from {what}"),
+                                  description=description or f"imported from {what}",
+                                  source=str(path)),
                              where="tvmflow import")
-    out = Path(out_dir) if out_dir is not None else Workspace.current().models
     check_writable(out)
-    path = out / f"{name}.toml"
     _check_free(name, path, force)
-    conv_layers(spec)                       # builds the model once at the shape: clear errors
+    spec.layers()      # builds the model once at the shape (clear errors), kept for its counts
     out.mkdir(parents=True, exist_ok=True)
-    spec = spec.replace(source=str(path))
     write_atomic(path, variant_text(spec).encode())
     return ImportResult(spec, path)
 

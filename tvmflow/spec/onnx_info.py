@@ -34,9 +34,9 @@ def graph_input(proto) -> tuple[str, list[int | str], str]:
     return inputs[0].name, dims, dtype
 
 
-def input_shape(path: Path, given: tuple[int, ...] | None) -> tuple[tuple[int, ...], str]:
-    """The input shape to import ``path`` at: its own when fixed, else ``given``; and the
-    dtype.  Dynamic dims and no shape given, or a given shape that contradicts a fixed dim,
+def input_shape(path: Path, given: tuple[int, ...] | None) -> tuple[tuple[int, ...], str, str]:
+    """The input shape to import ``path`` at: its own when fixed, else ``given``; the dtype
+    and the input's name.  Dynamic dims and no shape given, or a given shape that contradicts a fixed dim,
     are errors."""
     name, dims, dtype = graph_input(load(path))
     if given is None:
@@ -45,11 +45,11 @@ def input_shape(path: Path, given: tuple[int, ...] | None) -> tuple[tuple[int, .
             raise TvmflowError(f"ONNX file {path}: input {name!r} has dynamic "
                                f"{', '.join(dynamic)}; give the shape to use",
                                hint="pass --input-shape, e.g. --input-shape 1,3,224,224")
-        return tuple(int(d) for d in dims), dtype
+        return tuple(int(d) for d in dims), dtype, name
     if len(given) != len(dims) or any(isinstance(d, int) and d != g for d, g in zip(dims, given)):
         raise TvmflowError(f"ONNX file {path}: input {name!r} has shape "
                            f"{dims}, which {list(given)} does not fit")
-    return tuple(given), dtype
+    return tuple(given), dtype, name
 
 
 def onnx_layers(path: Path, shape: tuple[int, ...], variant: str) -> list[dict[str, Any]]:

@@ -197,16 +197,18 @@ def apply_selection(state_dict: dict, keep: list["torch.Tensor"], spec: VariantS
 
 # ---- the command ----------------------------------------------------------------------------
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """``value`` as a TOML value: booleans, numbers, basic strings, arrays, inline tables
+    (anything else is written as its string)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} to TOML")
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(str(value))  # a TOML basic string
 
 
 HEADER = "# Written by `tvmflow prune` (network slimming)."
@@ -215,14 +217,14 @@ HEADER = "# Written by `tvmflow prune` (network slimming)."
 def _variant_text(name: str, description: str, base: str, channels: list[int],
                   checkpoint: str, prune_table: dict[str, Any]) -> str:
     lines = [HEADER,
-             f"name = {_toml_value(name)}",
-             f"description = {_toml_value(description)}",
-             f"base = {_toml_value(base)}",
-             f"channels = {_toml_value(channels)}",
-             f"checkpoint = {_toml_value(checkpoint)}",
+             f"name = {toml_value(name)}",
+             f"description = {toml_value(description)}",
+             f"base = {toml_value(base)}",
+             f"channels = {toml_value(channels)}",
+             f"checkpoint = {toml_value(checkpoint)}",
              "",
              "[prune]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in prune_table.items()]
+    lines += [f"{k} = {toml_value(v)}" for k, v in prune_table.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tvmflow.errors import TvmflowError
+from tvmflow.spec.record import SpecRecord
 
 SCHEMES = ("onnx", "pt2", "entry", "torchvision")
 DTYPES = ("float32",)
@@ -33,7 +34,7 @@ TORCH_SCHEMES = ("pt2", "entry", "torchvision")
 
 
 @dataclass(frozen=True)
-class SourceVariant:
+class SourceVariant(SpecRecord):
     """A model from a file, an entry point or torchvision: the spec stage's record for it."""
 
     name: str
@@ -88,19 +89,9 @@ class SourceVariant:
                     params=self.params, macs=self.macs, input_shape=list(self.input_shape),
                     input_dtype=self.input_dtype, source=self.source)
 
-    def to_json(self) -> dict[str, Any]:
-        return {**self.cfg(), "source": self.source}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], where: str = "variant record") -> "SourceVariant":
-        if not isinstance(data, dict):
-            raise TvmflowError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        return build_source_spec(dict(data), where)
-
-    def replace(self, **overrides: Any) -> "SourceVariant":
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data.update(overrides)
-        return build_source_spec(data, where=f"overrides of {self.name!r}")
+    @staticmethod
+    def _build(data: dict[str, Any], where: str) -> "SourceVariant":
+        return build_source_spec(data, where)
 
 
 # ---- parsing ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tvmflow.errors import TvmflowError
+from tvmflow.spec.record import SpecRecord
 
 NUM_CONVS = 8  # conv0 + seven FP_Conv2d blocks; the 1x1 head to the classes is implied
 LAYER_NAMES = ("conv0", "block2", "block3", "block5", "block6", "block7", "block9", "block10")
@@ -27,7 +28,7 @@ class Pool:
 
 
 @dataclass(frozen=True)
-class Variant:
+class Variant(SpecRecord):
     """Everything needed to build one NIN variant: the spec stage's record."""
 
     name: str
@@ -95,21 +96,9 @@ class Variant:
                     params=self.params, macs=self.macs,
                     input_shape=list(self.input_shape), source=self.source)
 
-    def to_json(self) -> dict[str, Any]:
-        """The record as JSON data (:meth:`from_json` reads it back); ``cfg()`` less ``source``."""
-        return {**self.cfg(), "source": self.source}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], where: str = "variant record") -> "Variant":
-        """A Variant from :meth:`to_json`'s data, checked as a variant file is."""
-        if not isinstance(data, dict):
-            raise TvmflowError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        return _build_spec(dict(data), where=where)
-
-    def replace(self, **overrides: Any) -> "Variant":
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data.update(overrides)
-        return _build_spec(data, where=f"overrides of {self.name!r}")
+    @staticmethod
+    def _build(data: dict[str, Any], where: str) -> "Variant":
+        return _build_spec(data, where=where)
 
 
 # ---- parsing and validation ----------------------------------------------------------------
