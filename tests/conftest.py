@@ -32,19 +32,65 @@ def _only_repo_models(monkeypatch):
     monkeypatch.delenv("TVMFLOW_MODEL_PATH", raising=False)
 
 
+# commands that load, compile or run a module once: run_cli runs them in this process
+# (through tvmflow.cli.main, the code below the interpreter's start), which saves the ~5 s of
+# importing torch and TVM that every `python -m tvmflow` pays; the commands that time, tune,
+# start processes or set TVM's thread count run in a subprocess
+IN_PROCESS = frozenset({"models", "targets", "compile", "run", "verify", "prune", "import",
+                        "schedules"})
+# rich sizes the error console from COLUMNS when tvmflow.ui is imported: as in the subprocesses
+os.environ["COLUMNS"] = "200"
+
+
+def _command(args: list[str]) -> str | None:
+    return next((a for a in args if not a.startswith("-")), None)
+
+
+def _in_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``tvmflow.cli.main(args)`` with ``env``'s COLUMNS and TVMFLOW_MODEL_PATH, its stdout
+    and stderr captured, as a CompletedProcess."""
+    import contextlib
+    import io
+    from tvmflow.cli import main
+    keys = ("COLUMNS", "TVMFLOW_MODEL_PATH")
+    saved = {k: os.environ.get(k) for k in keys}
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        for k in keys:
+            if env.get(k) is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = env[k]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(args)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return subprocess.CompletedProcess(["tvmflow", *args], rc, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def run_cli():
-    """Run the real CLI (`python -m tvmflow ARGS`) in a subprocess.
+    """Run the real CLI: ``run(*args, model_path=None, timeout=300, isolated=False)``.
 
-    ``model_path`` sets TVMFLOW_MODEL_PATH for that run.  Returns the CompletedProcess
-    (text stdout/stderr, returncode).
+    The commands of :data:`IN_PROCESS` run through ``tvmflow.cli.main`` in this process; the
+    others, and any call with ``isolated=True`` (a test about a whole process: exit codes on
+    the way out, two builds in two processes), run as ``python -m tvmflow ARGS``.
+    ``model_path`` sets TVMFLOW_MODEL_PATH for that run.  Returns a CompletedProcess (text
+    stdout/stderr, returncode).
     """
-    def run(*args, model_path=None, timeout=300):
+    def run(*args, model_path=None, timeout=300, isolated=False):
+        args = [str(a) for a in args]
         env = {k: v for k, v in os.environ.items() if k != "TVMFLOW_MODEL_PATH"}
         env["COLUMNS"] = "200"
         if model_path is not None:
             env["TVMFLOW_MODEL_PATH"] = str(model_path)
-        return subprocess.run([sys.executable, "-m", "tvmflow", *map(str, args)], env=env,
+        if not isolated and _command(args) in IN_PROCESS and "--workspace" not in args:
+            return _in_process(args, env)
+        return subprocess.run([sys.executable, "-m", "tvmflow", *args], env=env,
                               capture_output=True, text=True, timeout=timeout)
     return run
 

@@ -37,6 +37,14 @@ def cli(*args, artifacts=None, env=None, timeout=300):
                           timeout=timeout)
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """A tracker with one host RPC server under key "bench-test", shared by the tests that
+    only read from it (the one that kills its server starts its own)."""
+    with rpc.local_rpc(1, key="bench-test") as c:
+        yield c
+
+
 def _report(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
@@ -79,12 +87,11 @@ def test_bench_compiles_a_missing_module(tmp_path):
     assert _report(out)["results"][0]["module"] == str(arts / "host" / "pruned-a8.so")
 
 
-def test_bench_through_tracker_key_from_environment(artifacts, tmp_path):
+def test_bench_through_tracker_key_from_environment(artifacts, cluster, tmp_path):
     out = tmp_path / "out"
-    with rpc.local_rpc(1, key="bench-test") as cluster:
-        env = _env(artifacts, TVM_TRACKER_HOST=cluster.tracker_host,
-                   TVM_TRACKER_PORT=cluster.tracker_port, TVM_TRACKER_KEY="bench-test")
-        r = cli("bench", "-v", "pruned-a8", "--no-baselines", *FAST, "-o", out, env=env)
+    env = _env(artifacts, TVM_TRACKER_HOST=cluster.tracker_host,
+               TVM_TRACKER_PORT=cluster.tracker_port, TVM_TRACKER_KEY="bench-test")
+    r = cli("bench", "-v", "pruned-a8", "--no-baselines", *FAST, "-o", out, env=env)
     assert r.returncode == 0, r.stderr
     env = _report(out)["environment"]
     assert env["route_mode"] == "tracker" and env["server_arch"] == "x86_64"
@@ -93,7 +100,7 @@ def test_bench_through_tracker_key_from_environment(artifacts, tmp_path):
 
 def test_bench_direct_rpc_server(artifacts, tmp_path):
     out = tmp_path / "out"
-    server = rpc.start_server()
+    server = rpc.start_server()         # a server of no tracker: a direct session needs no key
     try:
         r = cli("bench", "-v", "pruned-a8", "--rpc", server.address, "--no-baselines", *FAST,
                 "-o", out, artifacts=artifacts)
@@ -121,29 +128,27 @@ def test_unreachable_tracker_is_a_clear_error(artifacts, tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_no_board_under_the_key(artifacts, tmp_path):
-    with rpc.local_rpc(1, key="other-board") as cluster:
-        r = cli("bench", "-v", "pruned-a8", "--tracker", cluster.tracker_address, "--key",
-                "missing", "--timeout", "2", "-o", tmp_path / "out", artifacts=artifacts,
-                timeout=120)
+def test_no_board_under_the_key(artifacts, cluster, tmp_path):
+    r = cli("bench", "-v", "pruned-a8", "--tracker", cluster.tracker_address, "--key",
+            "missing", "--timeout", "2", "-o", tmp_path / "out", artifacts=artifacts,
+            timeout=120)
     assert r.returncode == 2
     assert "no RPC server is registered under key 'missing'" in r.stderr
-    assert "keys there: other-board" in r.stderr
+    assert "keys there: bench-test" in r.stderr
 
 
-def test_module_for_another_arch_is_refused_before_upload(tmp_path):
+def test_module_for_another_arch_is_refused_before_upload(cluster, tmp_path):
     from tvmflow.artifact.modules import ModuleRef
     from tvmflow.measure.bench import BenchOptions, run
     from tvmflow.runtime.session import Route
     from rpc_fixtures import AARCH64_TARGET, build_add_module
     so = build_add_module(tmp_path / "add-aarch64.so", AARCH64_TARGET, cross_cc="aarch64-linux-gnu-gcc")
-    with rpc.local_rpc(1, key="x86-board") as cluster:
-        route = Route("tracker", cluster.tracker_address, "x86-board")
-        with pytest.raises(TvmflowError) as info:
-            run("host", [ModuleRef("pruned-a8", so, arch="aarch64")], route,
-                options=BenchOptions(warmup=1, min_repeats=2, min_time=0, rounds=1))
+    route = Route("tracker", cluster.tracker_address, "bench-test")
+    with pytest.raises(TvmflowError) as info:
+        run("host", [ModuleRef("pruned-a8", so, arch="aarch64")], route,
+            options=BenchOptions(warmup=1, min_repeats=2, min_time=0, rounds=1))
     msg = str(info.value)
-    assert "add-aarch64.so is built for aarch64 but the board under key 'x86-board'" in msg
+    assert "add-aarch64.so is built for aarch64 but the board under key 'bench-test'" in msg
     assert msg.split(" (tracker ")[1].split(")")[1].startswith(" is x86_64")
     assert "compile for the board's target" in msg
 

@@ -1,5 +1,10 @@
 """The emulated arm64 board: aarch64 code cross-compiled here runs there through a tracker.
 
+Two boards are started at once by two `tvmflow board start` processes under one key, with no
+tracker given: the first to get the state lock starts a tracker, the other uses it.  The
+boards are killed one by one while code runs on them; the tracker goes with its last board.
+A tracker the boards did not start is left alone (test_board_flow, which starts its own).
+
 Needs the board root (`tvmflow board setup`, ~5 min once, cached under ~/.cache/tvmflow/board);
 the module fixture calls :func:`tvmflow.board.ensure_setup`, which reuses it.  The boards of
 this module live in their own state directory (TVMFLOW_BOARD_STATE_DIR, a tmp directory, also
@@ -22,12 +27,11 @@ from rpc_fixtures import AARCH64_TARGET, build_add_module, run_add_check, time_r
 from tvmflow import board
 from tvmflow.adapter import rpc
 from tvmflow.board import mounts, paths
+from tvmflow.board.state import StateStore
 from tvmflow.errors import TvmflowError
 
 KEY = f"pytest-rpi4-emu-{os.getpid()}"
-KEY_SOLO = f"pytest-solo-{os.getpid()}"
 NAMES = ("pytest-a", "pytest-b")
-SOLO = "pytest-solo"
 
 
 def tvmflow_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -60,17 +64,28 @@ def libs(tmp_path_factory, setup_info):
 
 
 @pytest.fixture(scope="module")
-def tracker(tmp_path_factory):
-    proc = rpc.start_tracker(log=tmp_path_factory.mktemp("tracker") / "tracker.log", timeout=180)
-    yield proc
-    proc.stop()
+def boards(setup_info):
+    """Two boards under one key, started in parallel by two CLI processes; no tracker given."""
+    procs = [subprocess.Popen([sys.executable, "-m", "tvmflow", "board", "start", "--name", n,
+                               "--key", KEY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for n in NAMES]
+    try:
+        results = [(p.wait(300), *p.communicate()) for p in procs]
+        assert all(rc == 0 for rc, _o, _e in results), results
+        infos = sorted((b for b in board.running_boards() if b.name in NAMES), key=lambda b: b.name)
+        yield infos
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        board.stop(all=True)
 
 
 @pytest.fixture(scope="module")
-def boards(setup_info, tracker):
-    """Two boards under one key, started in parallel, registered with the test's tracker."""
-    with board.running(NAMES, tracker.address, KEY) as infos:
-        yield infos
+def tracker(boards):
+    """The tracker the first `board start` started (both boards use it)."""
+    assert len({b.tracker for b in boards}) == 1 and all(b.tracker_owned for b in boards)
+    return boards[0]
 
 
 def test_setup_marker_records_what_was_installed(setup_info):
@@ -101,7 +116,7 @@ def test_cross_compiled_add_runs_on_the_board(boards, libs):
 
 
 def test_two_boards_under_one_key_both_serve(boards, libs, tracker):
-    summary = rpc.tracker_summary(tracker.host, tracker.port)
+    summary = rpc.tracker_summary(tracker.tracker_host, tracker.tracker_port)
     assert sorted(s["port"] for s in rpc.servers_under(summary, KEY)) == sorted(b.port for b in boards)
     s1 = boards[0].request(timeout=60)
     s2 = boards[1].request(timeout=60)   # the first is busy: the tracker hands out the other
@@ -127,42 +142,9 @@ def test_cli_status_json_lists_the_boards(boards):
         assert names[info.name]["port"] == info.port and names[info.name]["alive"]
 
 
-def test_killing_the_only_board_mid_run_is_a_clear_error(setup_info, libs):
-    """A board started by the CLI with its own tracker; killed while a remote run goes on."""
-    res = tvmflow_cli("board", "start", "--name", SOLO, "--key", KEY_SOLO)
-    assert res.returncode == 0, res.stderr
-    info = next(b for b in board.running_boards() if b.name == SOLO)
-    assert info.tracker_owned and info.key == KEY_SOLO
-    sess = info.request(timeout=60)
-    mod = rpc.upload_module(sess, libs["arm"])
-    box: dict = {}
-
-    def long_run():
-        try:
-            box["value"] = time_remote(sess, mod, number=100000, repeat=1000)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-    th = threading.Thread(target=long_run, daemon=True)
-    th.start()
-    time.sleep(3.0)
-    assert th.is_alive(), box   # still timing (1e8 calls under qemu take far longer)
-    res = tvmflow_cli("board", "stop", "--name", SOLO)
-    assert res.returncode == 0, res.stderr
-    th.join(60)
-    assert not th.is_alive(), "the remote call hangs after the board was killed"
-    err = box.get("error")
-    assert isinstance(err, TvmflowError), box
-    assert "the RPC server failed while timing add" in str(err)
-    # the tracker `start` started went with its last board: a new request is refused
-    assert not rpc.pid_alive(info.pid)
-    assert not rpc.is_listening(info.tracker_host, info.tracker_port)
-    with pytest.raises(TvmflowError, match="cannot reach the RPC tracker"):
-        info.request(timeout=3)
-
-
 def test_request_for_a_key_without_board_fails_fast(boards, tracker):
     with pytest.raises(TvmflowError, match="no RPC server is registered under key 'rpi5-none'"):
-        rpc.request(tracker.host, tracker.port, "rpi5-none", timeout=3)
+        rpc.request(tracker.tracker_host, tracker.tracker_port, "rpi5-none", timeout=3)
 
 
 def test_cli_errors():
@@ -177,15 +159,55 @@ def test_cli_errors():
     assert res.returncode == 2 and "Error: no board named 'no-such-board'" in res.stderr
 
 
-def test_stop_leaves_no_process_or_mount(boards, tracker, state_dir):
+def _gone(pid: int, host: str, port: int, within: float = 10.0) -> bool:
+    """The process has exited (a zombie counts) and its port no longer accepts connections."""
+    deadline = time.monotonic() + within
+    while rpc.group_pids(pid) or rpc.is_listening(host, port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def test_killing_the_boards_mid_run_is_a_clear_error_and_leaves_nothing(boards, libs, tracker,
+                                                                       state_dir):
+    """One board stopped by the CLI: the tracker stays for the other.  The other stopped
+    while a remote run goes on: a clear error, not a hang; the tracker went with its last
+    board; no process or mount of this state is left."""
     pids = [b.pid for b in boards]
-    stopped = board.stop(all=True)
-    assert set(NAMES) <= set(stopped)
+    owned = StateStore().read().tracker
+    assert owned is not None and owned.address == tracker.tracker
+    res = tvmflow_cli("board", "stop", "--name", NAMES[1])
+    assert res.returncode == 0, res.stderr
+    assert rpc.is_listening(tracker.tracker_host, tracker.tracker_port)   # still used by one
+    solo = next(b for b in boards if b.name == NAMES[0])
+    sess = solo.request(timeout=60)
+    mod = rpc.upload_module(sess, libs["arm"])
+    box: dict = {}
+
+    def long_run():
+        try:
+            box["value"] = time_remote(sess, mod, number=100000, repeat=1000)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+    th = threading.Thread(target=long_run, daemon=True)
+    th.start()
+    time.sleep(3.0)
+    assert th.is_alive(), box   # still timing (1e8 calls under qemu take far longer)
+    res = tvmflow_cli("board", "stop", "--name", NAMES[0])
+    assert res.returncode == 0, res.stderr
+    th.join(60)
+    assert not th.is_alive(), "the remote call hangs after the board was killed"
+    err = box.get("error")
+    assert isinstance(err, TvmflowError), box
+    assert "the RPC server failed while timing add" in str(err)
+    # the tracker `start` started went with its last board: a new request is refused
+    assert StateStore().read().tracker is None
+    assert _gone(owned.pid, owned.host, owned.port), rpc.pid_cmdline(owned.pid)
+    with pytest.raises(TvmflowError, match="cannot reach the RPC tracker"):
+        solo.request(timeout=3)
     assert not any(rpc.pid_alive(p) or rpc.group_pids(p) for p in pids)
-    assert board.running_boards() == []
-    summary = rpc.tracker_summary(tracker.host, tracker.port)
-    assert rpc.servers_under(summary, KEY) == []
-    assert tracker.alive()     # a tracker the board did not start is left alone
+    assert board.running_boards() == [] and board.stop(all=True) == []
     with mounts.root_users() as users:
         others = [u for u in users.values() if u.state_dir != str(state_dir.resolve())]
         assert len(others) == len(users), users          # none of ours is left

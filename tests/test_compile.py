@@ -400,12 +400,12 @@ def test_same_inputs_give_the_same_module_and_nothing_is_overwritten(env, run_cl
     b.parent.mkdir()
     b.write_bytes(b"\x7fELF the user's")
     args = ("compile", "-t", "portable", "-v", "pruned-a8")
-    res = run_cli(*args, "-o", a)
+    res = run_cli(*args, "-o", a, isolated=True)
     assert res.returncode == 0, res.stderr
     res = run_cli(*args, "-o", b)
     assert res.returncode == 2 and "has no sidecar other.json" in res.stderr
     assert b.read_bytes() == b"\x7fELF the user's"
-    res = run_cli(*args, "-o", b, "--force")
+    res = run_cli(*args, "-o", b, "--force", isolated=True)
     assert res.returncode == 0, res.stderr
     assert sha256(a) == sha256(b)
     side_a, side_b = (json.loads(p.with_suffix(".json").read_text()) for p in (a, b))

@@ -26,6 +26,13 @@ NETS = textwrap.dedent("""
                              acts[act], nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                              nn.Linear(width, classes))
 
+    def small(width=24):
+        # two convs whose widths halve off multiples of 8 (24 -> 12, 40 -> 20)
+        return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                             nn.Conv2d(width, width + 16, 3, padding=1),
+                             nn.BatchNorm2d(width + 16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(width + 16, 10))
+
     class Erfcx(nn.Module):
         def forward(self, x):
             return torch.special.erfcx(x)
@@ -298,9 +305,54 @@ def test_create_model_builds_any_torch_variant(nets, ws):
         tvmflow.create_model("t-create-onnx")
 
 
-def test_sweep_says_it_takes_nin_variants(tv_models, monkeypatch):
-    from tvmflow.experiments.sweep_plan import plan_sweep
-    monkeypatch.setenv("TVMFLOW_MODEL_PATH", str(tv_models))
-    with pytest.raises(TvmflowError, match="sweep takes a NIN variant or checkpoint; 'resnet18' "
-                                           "is a torchvision model"):
-        plan_sweep("resnet18", "1,8", write=False)
+def test_sweep_of_a_model_prunes_it_once_per_alignment(nets, ws, tmp_path):
+    """`sweep --from MODEL --ratio R --align ...`: Torch-Pruning once per N (round_to N), the
+    variants written as `prune -v` names them, measured side by side; a second sweep reuses
+    them; a variant of that name pruned otherwise is an error."""
+    from tvmflow.experiments.sweep import sweep
+    from tvmflow.experiments.sweep_models import plan as plan_sweep
+    from tvmflow.spec.registry import get_spec
+    _import("entry:mynets:small", "t-small", ws, input_shape="1,3,16,16")
+    out = tmp_path / "out"
+    r = sweep("t-small", "1,2,8", ratio=0.5, trials=0, rounds=2, repeat=2, out_dir=out,
+              models_dir=ws)
+    by = {row.align: row for row in r.rows}
+    assert [by[n].variant for n in (1, 2, 8)] == ["t-small-p50", "t-small-p50", "t-small-p50-a8"]
+    assert by[2].reused == "sweep" and by[1].reused is None     # 12 and 20 are even already
+    assert by[1].channels == [12, 20] and by[8].channels == [8, 16]   # round_to 8 rounds down
+    assert by[8].macs < by[1].macs and r.base == "t-small"
+    for name, n in (("t-small-p50", 1), ("t-small-p50-a8", 8)):
+        spec = get_spec(name)
+        assert (ws / f"{name}.pt2").is_file() and spec.scheme == "pt2" and spec.base == "t-small"
+        assert spec.prune["align"] == n and spec.prune["engine"] == "torch-pruning"
+    assert all(len(row.samples_ms) == 4 and row.p50_ms > 0 for row in r.rows)
+    data = json.loads((out / "sweep.json").read_text())
+    assert [row["variant"] for row in data["rows"]] == [by[n].variant for n in (1, 2, 8)]
+    assert (out / "sweep.png").stat().st_size > 0 and (out / "sweep.csv").is_file()
+    again = plan_sweep("t-small", "1,8", ratio=0.5, models_dir=ws)
+    assert [v.reused for v in again.variants] == ["existing", "existing"]
+    assert again.variants[1].channels == [8, 16]
+    with pytest.raises(TvmflowError, match="variant 't-small-p50' already exists .* and is not "
+                                           "t-small pruned 0.3 at align 1"):
+        plan_sweep("t-small", "1", ratio=0.3, name="t-small-p50", models_dir=ws, write=False)
+
+
+def test_sweep_of_a_model_refuses_what_it_cannot_do(nets, ws):
+    from tvmflow.experiments.sweep_models import plan as plan_sweep
+    from tvmflow.experiments.sweep_plan import plan_sweep as plan_nin
+    _import("entry:mynets:small", "t-small-e", ws, input_shape="1,3,16,16")
+    _import(nets / "tiny.onnx", "t-onnx-s", ws)
+    cases = [(("t-small-e", "1,8"), {}, "a sweep of 't-small-e' prunes it once per alignment: "
+                                        "give the pruning ratio"),
+             (("pruned", "1,8"), {"ratio": 0.5}, "--ratio prunes a PyTorch model; 'pruned' is a NIN"),
+             (("t-small-e", "1"), {"ratio": 0.5, "base": "original"}, "--base names the unpruned NIN"),
+             (("t-small-e", "1"), {"ratio": 1.0}, "ratio must be strictly between 0 and 1"),
+             (("t-small-e", "1"), {"ratio": 0.5, "importance": "taylor"}, "unknown importance"),
+             (("t-onnx-s", "1"), {"ratio": 0.5}, "variant 't-onnx-s' is an ONNX model; "
+                                                 "Torch-Pruning prunes torchvision")]
+    for args, kw, message in cases:
+        with pytest.raises(TvmflowError, match=message):
+            plan_sweep(*args, write=False, models_dir=ws, **kw)
+    with pytest.raises(TvmflowError,
+                       match=r"'t-small-e' is a model of its own \(entry\), not a NIN variant"):
+        plan_nin("t-small-e", "1", write=False, models_dir=ws)

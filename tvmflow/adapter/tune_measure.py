@@ -91,6 +91,8 @@ def make_builder(max_workers: int = 2, timeout_sec: float = 60.0, export: str = 
     """A :class:`FastBuilder` (class made on first use: it needs tvm imported); ``env`` is set
     in each worker before it imports TVM (:func:`builder_env`)."""
     import functools
+    from tvmflow.adapter.lean import lean_workers
+    lean_workers()                  # its workers start without torch (tvmflow.adapter.lean)
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
     from tvm.ir.utils import derived_object
     from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
@@ -156,6 +158,8 @@ def make_local_runner(timeout_sec: float = 30.0, threads: int | None = None, **e
     any TVM code runs there and sets its thread pool to that count (:func:`_runner_init`).
     """
     import functools
+    from tvmflow.adapter.lean import lean_workers
+    lean_workers()
     from tvm.s_tir.meta_schedule.runner import LocalRunner
     initializer = None
     if threads is not None:
@@ -192,6 +196,8 @@ def make_rpc_runner(host: str, port: int, key: str, timeout_sec: float = 60.0,
     """MetaSchedule's RPCRunner; with ``threads`` each of its sessions first sets the board's
     TVM pool to that count (:func:`_rpc_alloc_argument`), as bench does."""
     import functools
+    from tvmflow.adapter.lean import lean_workers
+    lean_workers()
     from tvm.s_tir.meta_schedule.runner import RPCConfig, RPCRunner
     cfg = RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
                     session_timeout_sec=int(timeout_sec), session_priority=1)

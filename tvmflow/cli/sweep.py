@@ -5,7 +5,7 @@ import json
 import click
 
 from tvmflow.cli import cli
-from tvmflow.cli.options import (COUNT, NON_NEGATIVE, OUT_DIR, OUT_FILE, POSITIVE, POSITIVE_FLOAT, VIA,
+from tvmflow.cli.options import (COUNT, FRACTION, NON_NEGATIVE, OUT_DIR, OUT_FILE, POSITIVE, POSITIVE_FLOAT, VIA,
                                  seed_option, threads_option)
 
 
@@ -59,7 +59,12 @@ def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, threads
 
 @cli.command("sweep")
 @click.option("--from", "source", default="pruned", show_default=True,
-              help="Pruned variant, or a pruned checkpoint file ({'cfg','state_dict'}).")
+              help="Pruned NIN variant, a pruned checkpoint file ({'cfg','state_dict'}), or a "
+                   "torchvision / entry-point variant to prune at --ratio once per N.")
+@click.option("--ratio", type=FRACTION, default=None,
+              help="Torch-Pruning ratio for a --from model (its round_to is each N).")
+@click.option("--importance", type=click.Choice(["magnitude", "bn-scale"]), default="magnitude",
+              show_default=True, help="Torch-Pruning importance for a --from model.")
 @click.option("--align", "aligns", default="1,2,4,8,16,32", show_default=True, help="Alignments N.")
 @click.option("--target", "-t", default="host", show_default=True, help="Target preset.")
 @click.option("--trials", type=COUNT, default=None,
@@ -68,7 +73,9 @@ def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, threads
 @click.option("--per-round", type=POSITIVE, default=None,
               help="Tuning candidates per round (with --trials) [default: the tuner's].")
 @click.option("--base", default=None, help="Unpruned variant that caps the widths [default: the source's base].")
-@click.option("--name", default=None, help="Variant name for a --from checkpoint [default: its file stem].")
+@click.option("--name", default=None, help="Variant name for a --from checkpoint [default: its file "
+                                           "stem]; the name prefix of a --from model's variants "
+                                           "[default: <model>-p<R>].")
 @click.option("--models-dir", type=OUT_DIR, default=None,
               help="Where new variant files go [default: first TVMFLOW_MODEL_PATH dir, else models/].")
 @click.option("--rounds", type=POSITIVE, default=20, show_default=True,
@@ -88,15 +95,15 @@ def profile_cmd(target, variant, against, rounds, min_ms, untuned, seed, threads
 @threads_option("TVM threads (and the baselines') [default: $TVM_NUM_THREADS, else the target's "
                 "num-cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def sweep_cmd(source, aligns, target, trials, per_round, base, name, models_dir, rounds, repeat, out_dir,
-              via, rpc, tracker, key, per_layer, threads, as_json) -> None:
+def sweep_cmd(source, ratio, importance, aligns, target, trials, per_round, base, name, models_dir,
+              rounds, repeat, out_dir, via, rpc, tracker, key, per_layer, threads, as_json) -> None:
     """Latency and MACs of a pruned model against the channel alignment N."""
     from tvmflow.experiments.sweep import sweep
     from tvmflow.ui import console, print_table
     r = sweep(source, aligns, target, trials=trials, base=base, name=name, models_dir=models_dir,
               rounds=rounds, repeat=repeat, out_dir=out_dir, on_step=_step(as_json),
               route=dict(via=via, rpc=rpc, tracker=tracker, key=key), per_layer=per_layer,
-              per_round=per_round, threads=threads)
+              per_round=per_round, threads=threads, ratio=ratio, importance=importance)
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=2))
         return

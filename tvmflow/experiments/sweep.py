@@ -15,6 +15,12 @@ An aligned variant whose channels equal an existing one reuses it (N=1 is the so
 ``pruned-a8`` is reused for the seed's ``pruned`` at N=8); a new one is written as a variant
 file (``base`` + ``channels``, no checkpoint: latency does not depend on the weights, so it
 gets seeded random weights) into ``models_dir`` (the planning: :mod:`.sweep_plan`).
+
+Any torchvision or entry-point model is swept the same way from its unpruned variant: it is
+pruned at ``ratio`` by Torch-Pruning once per N (N as ``round_to``) into ``<model>-p<R>[-a<N>]``
+variants (:mod:`.sweep_models`), which are then tuned, compiled and timed as above::
+
+    >>> sweep("resnet18", [1, 2, 4, 8], ratio=0.5, trials=200)
 """
 
 from __future__ import annotations
@@ -29,12 +35,21 @@ from typing import Any, Callable
 import numpy as np
 
 from tvmflow.errors import TvmflowError
-from tvmflow.experiments.sweep_plan import DEFAULT_ALIGNS, SweepPlan, plan_sweep
+from tvmflow.experiments.sweep_models import plan as plan_variants
+from tvmflow.experiments.sweep_plan import DEFAULT_ALIGNS, SweepPlan
 from tvmflow.spec.registry import VariantSpec, model_dirs
 from tvmflow.workspace import Workspace
 
 
 # ---------------------------------------------------------------------------- measuring
+
+
+def channels_text(channels: list[int], most: int = 12) -> str:
+    """The channel list for a table: whole for NIN, summed for a model with many convs."""
+    if len(channels) <= most:
+        return " ".join(map(str, channels))
+    odd = sum(1 for c in channels if c % 8)
+    return f"{len(channels)} convs, {sum(channels):,} ch, {odd} not /8"
 
 
 @dataclass
@@ -82,7 +97,7 @@ class SweepResult:
 
     def table_rows(self) -> list[list[Any]]:
         ref = self.reference()
-        return [[r.align, r.variant, " ".join(map(str, r.channels)), f"{r.macs / 1e6:.2f}",
+        return [[r.align, r.variant, channels_text(r.channels), f"{r.macs / 1e6:.2f}",
                  f"{r.params:,}", f"{r.p50_ms:.4f}", f"{r.ci_low_ms:.4f}-{r.ci_high_ms:.4f}",
                  f"{r.p50_ms / ref.p50_ms:.3f}", r.schedules] for r in self.rows]
 
@@ -117,6 +132,7 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
           base: str | None = None, name: str | None = None, models_dir: str | Path | None = None,
           out_dir: str | Path | None = None, plot: bool = True, route: dict | None = None,
           per_layer: bool = False, per_round: int | None = None, threads: int | None = None,
+          ratio: float | None = None, importance: str = "magnitude",
           on_step: Callable[[str], None] | None = None) -> SweepResult:
     """The alignment sweep (see the module doc).
 
@@ -130,6 +146,8 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     ``.so`` files and the timing is :func:`tvmflow.measure.bench.run`
     (``compare`` mode: interleaved rounds, output checked against PyTorch), on this machine
     or, through ``route`` (``via``/``rpc``/``tracker``/``key`` as for ``bench``), on a board.
+    ``ratio`` / ``importance``: Torch-Pruning's, for a torchvision or entry-point ``source``
+    (required there, refused for NIN).
     ``threads``: TVM's thread count for tuning, timing and profiling (default
     ``TVM_NUM_THREADS``, else the target's ``num-cores``); the measured count is in
     ``machine["threads"]``.
@@ -141,7 +159,8 @@ def sweep(source: str | Path = "pruned", aligns=DEFAULT_ALIGNS, target: str = "h
     threads = resolve(preset, threads)
     where = _check_args(preset, trials=trials, rounds=rounds, repeat=repeat,
                         per_round=per_round, per_layer=per_layer, route=route or {})
-    plan = plan_sweep(source, aligns, base=base, name=name, models_dir=models_dir)
+    plan = plan_variants(source, aligns, base=base, name=name, models_dir=models_dir,
+                         ratio=ratio, importance=importance, say=on_step)
     _put_on_model_path(plan.models_dir)
     if trials:
         for v in plan.unique():

@@ -96,10 +96,11 @@ def _source_spec(source: str | Path, base: str | None, name: str | None) -> tupl
     path = Path(text)
     looks_like_file = path.suffix in (".pth", ".pt", ".tar") or path.is_file()
     if not looks_like_file:
-        if name is not None:
+        spec = get_spec(text)
+        if name is not None and isinstance(spec, VariantSpec):
             raise TvmflowError(f"--name names the variant made from a --from checkpoint; "
                                f"{text!r} is a variant already")
-        return get_spec(text), False
+        return spec, False
     if not path.is_file():
         raise TvmflowError(f"checkpoint {path} does not exist")
     from tvmflow.spec.nin import NIN, load_checkpoint_file, load_state
@@ -123,19 +124,20 @@ def _source_spec(source: str | Path, base: str | None, name: str | None) -> tupl
 
 def plan_sweep(source: str | Path, aligns, *, base: str | None = None, name: str | None = None,
                models_dir: str | Path | None = None, write: bool = True) -> SweepPlan:
-    """The aligned variants of ``source`` (a variant name or a pruned checkpoint).
+    """The aligned variants of ``source``, a pruned NIN variant or checkpoint: regular pruning
+    of its channels to each N.  (A PyTorch model is pruned per N instead:
+    :func:`tvmflow.experiments.sweep_models.plan` takes either.)
 
     New variants are written to ``models_dir`` (default: the first ``TVMFLOW_MODEL_PATH``
-    directory, else the repo's ``models/``); an existing variant of the same name is reused
-    when it has the same channels and is an error otherwise (nothing is overwritten).
+    directory, else the workspace's ``models/``); an existing variant of the same name is
+    reused when it has the same channels and is an error otherwise (nothing is overwritten).
     """
     aligns = parse_aligns(aligns)
     src, write_source = _source_spec(source, base, name)
     if not isinstance(src, VariantSpec):
-        raise TvmflowError(f"sweep takes a NIN variant or checkpoint; {src.name!r} is a "
-                           f"{src.scheme} model",
-                           hint=f"prune it per alignment (tvmflow prune -v {src.base or src.name} "
-                                "--ratio R --align N) and compare the results with --pair")
+        raise TvmflowError(f"{src.name!r} is a model of its own ({src.scheme}), not a NIN variant",
+                           hint=f"sweep it with a pruning ratio: tvmflow sweep --from {src.name} "
+                                "--ratio 0.5")
     base_name = base or src.base
     if not base_name:
         raise TvmflowError(f"variant {src.name!r} names no base (unpruned) variant",

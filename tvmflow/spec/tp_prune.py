@@ -73,7 +73,7 @@ def _importance(kind: str):
     return tp.importance.BNScaleImportance()
 
 
-def _prune_module(spec: SourceVariant, ratio: float, align: int, importance: str, seed: int):
+def prune_module(spec: SourceVariant, ratio: float, align: int, importance: str, seed: int):
     """The pruned eval-mode module, and per conv (name, cout before, after)."""
     import torch
     import torch.nn as nn
@@ -98,40 +98,64 @@ def _prune_module(spec: SourceVariant, ratio: float, align: int, importance: str
     return model.eval(), example, convs
 
 
-def prune_model(variant: str, ratio: float, align: int | None = None, *,
-                importance: str = "magnitude", name: str | None = None,
-                out_dir: str | Path | None = None, force: bool = False,
-                seed: int = 0) -> ModelPruneResult:
-    """Prune a PyTorch variant (torchvision or entry point) with Torch-Pruning; write
-    ``<name>.pt2`` and ``<name>.toml`` (atomically, the variant file last)."""
-    import torch
-    from tvmflow.spec.importing import variant_text
-    from tvmflow.spec.prune import check_ratio_align, output_paths
-    from tvmflow.spec.registry import get_spec
-    n = check_ratio_align(ratio, align)
-    if importance not in IMPORTANCES:
-        raise TvmflowError(f"unknown importance {importance!r}; choose {', '.join(IMPORTANCES)}")
-    spec = get_spec(variant)
+def check_prunable(spec, variant: str) -> None:
+    """Torch-Pruning needs the module: a torchvision or entry-point variant."""
     if not isinstance(spec, SourceVariant) or spec.scheme not in ("torchvision", "entry"):
-        kind = "a NIN variant" if not isinstance(spec, SourceVariant) else f"a {spec.scheme} model"
+        kind = ("a NIN variant" if not isinstance(spec, SourceVariant)
+                else {"onnx": "an ONNX model", "pt2": "a saved program (.pt2)"}[spec.scheme])
         raise TvmflowError(f"variant {variant!r} is {kind}; Torch-Pruning prunes torchvision "
                            "and entry-point models",
                            hint="prune a NIN checkpoint with tvmflow prune CHECKPOINT --ratio R")
-    name = name or default_name(variant, ratio, n)
-    toml_path, pt2_path = output_paths(name, out_dir, force, ".pt2", header=MARK)
-    model, example, convs = _prune_module(spec, ratio, n, importance, seed)
+
+
+def check_importance(importance: str) -> None:
+    if importance not in IMPORTANCES:
+        raise TvmflowError(f"unknown importance {importance!r}; choose {', '.join(IMPORTANCES)}")
+
+
+def save_pruned(spec: SourceVariant, model, example, *, name: str, ratio: float, align: int,
+                importance: str, seed: int, toml_path: Path, pt2_path: Path) -> SourceVariant:
+    """Write the pruned module as ``pt2_path`` and its variant file ``toml_path`` (atomically,
+    the variant file last); the new variant's record."""
+    import torch
+    from tvmflow.spec.importing import variant_text
     with torch.no_grad():
         program = torch.export.export(model, (example,))
     with atomic_path(pt2_path) as tmp:
         torch.export.save(program, str(tmp))
     new = SourceVariant(name=name, model=f"pt2:{pt2_path.resolve()}",
                         input_shape=spec.input_shape, input_dtype=spec.input_dtype,
-                        description=f"{variant} pruned {ratio:g} by Torch-Pruning ({importance})"
-                                    + (f", channels rounded to {n}" if n > 1 else ""),
-                        base=variant, prune=dict(ratio=float(ratio), align=n, importance=importance,
-                                                 engine="torch-pruning", seed=seed),
+                        description=f"{spec.name} pruned {ratio:g} by Torch-Pruning ({importance})"
+                                    + (f", channels rounded to {align}" if align > 1 else ""),
+                        base=spec.name, prune=prune_settings(ratio, align, importance, seed),
                         source=str(toml_path))
     write_atomic(toml_path, variant_text(new, mark=MARK).encode())
+    return new
+
+
+def prune_settings(ratio: float, align: int, importance: str, seed: int = 0) -> dict[str, Any]:
+    """The ``[prune]`` table of a variant Torch-Pruning made."""
+    return dict(ratio=float(ratio), align=align, importance=importance, engine="torch-pruning",
+                seed=seed)
+
+
+def prune_model(variant: str, ratio: float, align: int | None = None, *,
+                importance: str = "magnitude", name: str | None = None,
+                out_dir: str | Path | None = None, force: bool = False,
+                seed: int = 0) -> ModelPruneResult:
+    """Prune a PyTorch variant (torchvision or entry point) with Torch-Pruning; write
+    ``<name>.pt2`` and ``<name>.toml`` (atomically, the variant file last)."""
+    from tvmflow.spec.prune import check_ratio_align, output_paths
+    from tvmflow.spec.registry import get_spec
+    n = check_ratio_align(ratio, align)
+    check_importance(importance)
+    spec = get_spec(variant)
+    check_prunable(spec, variant)
+    name = name or default_name(variant, ratio, n)
+    toml_path, pt2_path = output_paths(name, out_dir, force, ".pt2", header=MARK)
+    model, example, convs = prune_module(spec, ratio, n, importance, seed)
+    new = save_pruned(spec, model, example, name=name, ratio=ratio, align=n,
+                      importance=importance, seed=seed, toml_path=toml_path, pt2_path=pt2_path)
     return ModelPruneResult(name=name, base=variant, ratio=float(ratio), align=n,
                             importance=importance, params_before=spec.params,
                             params_after=new.params, macs_before=spec.macs, macs_after=new.macs,

@@ -17,14 +17,23 @@ from tvmflow.adapter.rpc.procs import RpcProcess, spawn
 from tvmflow.adapter.rpc.tracker import wait_registered
 
 
+def _python_m(python: Sequence[str] | None, module: str) -> list[str]:
+    """``python -m module``; with this interpreter through :mod:`tvmflow.adapter.lean` (the
+    process and its PopenPool workers start without torch, which they never use)."""
+    if python is None:
+        from tvmflow.adapter.lean import command
+        return command(module)
+    return [*python, "-m", module]
+
+
 def tracker_command(host: str, port: int, python: Sequence[str] | None = None) -> list[str]:
-    return [*(python or [sys.executable]), "-m", "tvm.exec.rpc_tracker", "--host", host,
+    return [*_python_m(python, "tvm.exec.rpc_tracker"), "--host", host,
             "--port", str(port), "--port-end", str(port + 1)]
 
 
 def server_command(host: str, port: int, *, tracker: str | None = None, key: str = "",
                    python: Sequence[str] | None = None) -> list[str]:
-    cmd = [*(python or [sys.executable]), "-m", "tvm.exec.rpc_server", "--host", host,
+    cmd = [*_python_m(python, "tvm.exec.rpc_server"), "--host", host,
            "--port", str(port), "--port-end", str(port + 1)]
     if tracker:
         cmd += ["--tracker", tracker, "--key", key]
