@@ -7,8 +7,8 @@
 Measures with the library calls behind ``tvmflow sweep --from pruned --align 1,2,4,8,16,32
 --target host`` and ``tvmflow profile --target host --variant pruned --against pruned-a8``;
 the raw data goes to ``benchmarks/results/`` (JSON, CSV, PNG).  The section between the
-``BOARD`` markers of RESULTS.md (the emulated-board run, written by the board engineer) is kept
-as it is.  Run it on an otherwise idle machine: the 2 cores are shared by everything.
+``BOARD`` markers of RESULTS.md (the emulated-board run, written by the board engineer) and the
+"Your own model" section (``benchmarks/own_models.py``'s) are kept as they are.  Run it on an otherwise idle machine: the 2 cores are shared by everything.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ RESULTS = ROOT / "RESULTS.md"
 SWEEP_DIR = OUT / "sweep-host-pruned"
 PROFILE_JSON = OUT / "profile-host-pruned-vs-pruned-a8.json"
 BOARD_BEGIN, BOARD_END = "<!-- BOARD:BEGIN -->", "<!-- BOARD:END -->"
+OWN_END = "<!-- OWN:END -->"            # the end of benchmarks/own_models.py's section
 BOARD_PLACEHOLDER = """\
 *Not measured yet.*  This section is for the run on the emulated arm64 board (QEMU user-mode
 emulation of an aarch64 root file system on this x86 host, reached through TVM RPC): its
@@ -65,6 +66,16 @@ def _board_section() -> str:
         if m and m.group(1).strip():
             return m.group(1).rstrip()
     return BOARD_PLACEHOLDER
+
+
+def _own_models_section() -> str:
+    """The section benchmarks/own_models.py writes (between its markers), kept as it is."""
+    if RESULTS.is_file():
+        text = RESULTS.read_text()
+        start = text.find("\n## Your own model")
+        if start >= 0 and OWN_END in text:
+            return text[start:text.index(OWN_END) + len(OWN_END)] + "\n"
+    return ""
 
 
 def _md_table(columns, rows) -> str:
@@ -215,7 +226,7 @@ interleaved rounds so that machine drift hits all of them alike.
 {BOARD_BEGIN}
 {_board_section()}
 {BOARD_END}
-"""
+{_own_models_section()}"""
 
 
 def main() -> None:

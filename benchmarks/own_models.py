@@ -92,6 +92,32 @@ def _row(r, base) -> list[str]:
             f"{r.trials} trials, {r.coverage} tasks" if r.trials else "untuned"]
 
 
+def _same(rep) -> str:
+    """A note when the pair's two variants have the same MACs and params."""
+    a, b = (rep.result(n) for n in rep.pair)
+    if a is None or b is None or (a.macs, a.params) != (b.macs, b.params):
+        return ""
+    return (f"`{a.variant}` and `{b.variant}` have the same MACs and params: pruning at 0.5 "
+            "left every channel count a multiple of 8 already, so `round_to=8` changed "
+            "nothing, and the pair lines are an A/A check: two tunes of one network.\n")
+
+
+def _caveat(rep) -> str:
+    """What the tuning budget left untuned, from each variant's coverage ("tuned/tasks")."""
+    untuned = []
+    for r in rep.results:
+        done, tasks = (int(x) for x in (r.coverage or "0/0").split("/"))
+        if done < tasks:
+            untuned.append(f"`{r.variant}` {tasks - done} of {tasks}")
+    if not untuned:
+        return "Every task of every variant has tuning records."
+    return ("Caveat: within the budget some tasks got no record and run TVM's default "
+            f"schedules ({', '.join(untuned)} tasks). Such kernels are slow, so TVM's absolute "
+            "latencies here show how far this budget is from the baselines, not how fast a "
+            "fully tuned module would be. The pair lines compare two variants tuned with the "
+            "same budget.")
+
+
 def _section(model: str) -> str:
     rep = _load(model)
     base = rep.results[0]
@@ -102,7 +128,7 @@ def _section(model: str) -> str:
     lines += ["| " + " | ".join(_row(r, base)) + " |" for r in rep.results]
     sentences = [rep.alignment_sentence(k) for k in ("tvm", "torch", "onnxruntime")]
     return "\n".join([f"### {model}", "", "\n".join(lines), ""]
-                     + [f"- {x}" for x in sentences if x]
+                     + [f"- {x}" for x in sentences if x] + ["", _same(rep), _caveat(rep)]
                      + ["", f"Data: `{(OUT / model / 'report.json').relative_to(ROOT)}` (raw "
                         "samples, environment).", ""])
 

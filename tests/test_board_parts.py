@@ -247,3 +247,42 @@ def test_cli_state_dir_option_and_stop_error(cache, tmp_path):
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 2 and "Error: no board named 'b' (boards: a)" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.fixture
+def fakes():
+    """Stand-ins (sleepers in sessions of their own) whose command lines say RPC server or
+    tracker, as the liveness checks read them."""
+    procs = []
+
+    def start(module: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", module],
+                                start_new_session=True)
+        procs.append(proc)
+        return proc
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_stop_takes_the_owned_tracker_with_its_last_board_and_leaves_others(cache, tmp_path,
+                                                                           fakes):
+    """Stopping boards stops the tracker `board start` started, once no board of the state
+    uses it any more, and never a tracker the boards were only registered with."""
+    import time as _time
+    external, owned = fakes(supervisor.TRACKER_MODULE), fakes(supervisor.TRACKER_MODULE)
+    a, b = fakes(supervisor.SERVER_MODULE), fakes(supervisor.SERVER_MODULE)
+    _time.sleep(0.3)                                    # their command lines are set
+    with StateStore(tmp_path).locked() as state:
+        state.boards["a"] = BoardInfo("a", "k", "127.0.0.1", 1, a.pid, "127.0.0.1:9", False,
+                                      "l", "r")
+        state.boards["b"] = BoardInfo("b", "k", "127.0.0.1", 2, b.pid, "127.0.0.1:8", True,
+                                      "l", "r")
+        state.tracker = TrackerEntry(owned.pid, "127.0.0.1", 8, None)
+    assert board.stop("a", state_dir=tmp_path) == ["a"]
+    assert a.wait(10) is not None and owned.poll() is None and external.poll() is None
+    assert board.stop("b", state_dir=tmp_path) == ["b"]          # the owned tracker's last board
+    assert b.wait(10) is not None and owned.wait(10) is not None
+    assert external.poll() is None                      # registered with, never started: left
+    assert StateStore(tmp_path).read().tracker is None

@@ -198,3 +198,23 @@ def test_request_imports_tvm_before_a_key_is_handed_out(cluster):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "tvm.rpc imported before the request: True" in res.stdout, res.stdout
     assert "workdir: /" in res.stdout
+
+
+def test_helper_processes_start_without_torch():
+    """The tracker and server tvmflow starts go through tvmflow.adapter.lean, and a PopenPool
+    worker of a process that called lean_workers() has torch made unimportable (import tvm
+    there takes about half as long); the worker still runs what it is sent."""
+    from tvm.support.popen_pool import PopenWorker
+    from tvmflow.adapter.lean import lean_workers
+    lean = ["-m", "tvmflow.adapter.lean"]
+    assert rpc.server_command("127.0.0.1", 9)[1:4] == [*lean, "tvm.exec.rpc_server"]
+    assert rpc.tracker_command("127.0.0.1", 9)[1:4] == [*lean, "tvm.exec.rpc_tracker"]
+    assert rpc.server_command("127.0.0.1", 9, python=["py"])[:3] == ["py", "-m",
+                                                                     "tvm.exec.rpc_server"]
+    lean_workers()
+    worker = PopenWorker()
+    try:
+        worker.send(lambda: (__import__("sys").modules.get("torch", "absent"), 6 * 7))
+        assert worker.recv() == (None, 42)
+    finally:
+        worker.kill()
